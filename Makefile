@@ -1,0 +1,61 @@
+# bcirig — two commands for a newcomer: `make demo` and `make test`.
+# Both create (or reuse) .venv, install bcirig into it, and, when run as root on Debian/Ubuntu, install
+# the system packages that are missing (AVR toolchain + simavr for the valve firmware, Qt's runtime
+# libraries). Without root they print what to install and carry on with what is there.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb
+FIRMWARE := hardware/valve-controller
+
+.PHONY: demo test env sysdeps firmware lint bench clean
+
+demo: env firmware
+	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(VENV)/bin/bcirig demo
+
+test: env firmware
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check bcirig tests tools
+	$(VENV)/bin/mypy
+
+bench: env
+	$(VENV)/bin/bcirig bench
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml | sysdeps
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "bcirig needs Python >= 3.11; '$(PYTHON)' is $$($(PYTHON) --version 2>&1). Run: make PYTHON=python3.11 ..."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	  { echo "Could not create a virtual environment. On Debian/Ubuntu: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "note: not a Debian/Ubuntu system; install the equivalents of:$$missing"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	    { echo "apt-get failed installing:$$missing"; exit 1; }; \
+	else \
+	  echo "note: missing system packages:$$missing"; \
+	  echo "      run: sudo apt-get install$$missing   (firmware tests are skipped until then)"; \
+	fi
+
+firmware: sysdeps
+	@if command -v avr-gcc >/dev/null 2>&1 && [ -f $(FIRMWARE)/Makefile ]; then \
+	  $(MAKE) -s -C $(FIRMWARE); \
+	else echo "note: avr-gcc not found; the emulated valve firmware will not be built"; fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	@if [ -f $(FIRMWARE)/Makefile ]; then $(MAKE) -s -C $(FIRMWARE) clean; fi

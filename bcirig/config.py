@@ -1,0 +1,366 @@
+"""Protocol files (what the experiment is) and rig files (what this rig is), validated before anything runs.
+
+Both are TOML. :func:`load_protocol` and :func:`load_rig` return frozen dataclasses or raise
+:class:`~bcirig.schema.ConfigError` with one line naming the file, key path, value and expectation.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bcirig.messages import Screen, Sound
+from bcirig.schema import ConfigError, build, spec
+
+__all__ = ["ConfigError", "Protocol", "Rig", "load_protocol", "load_rig", "parse_protocol", "parse_rig"]
+
+
+# --------------------------------------------------------------------------------------------- protocol
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """Identity of the experiment."""
+
+    name: str = spec(doc="short name, used in file names")
+    description: str = spec("", doc="one paragraph for humans")
+    seed: int = spec(0, min=0, doc="seeds every random choice the task makes (calibration resampling)")
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """Frames as the microscope (or simulator) delivers them."""
+
+    frame_rate_hz: float = spec(30.0, min=0.1, max=20000.0, doc="per plane")
+    planes: int = spec(1, min=1, max=8)
+    bci_plane: int = spec(0, min=0, max=7, doc="0-based plane whose somata drive the BCI")
+    height: int = spec(512, min=8, max=4096)
+    width: int = spec(512, min=8, max=4096)
+    dtype: str = spec("uint16", choices=("uint8", "uint16", "uint32"))
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Rigid (or piecewise) motion correction against the reference image."""
+
+    enabled: bool = spec(True)
+    mode: str = spec("rigid", choices=("rigid", "piecewise"))
+    upsample: int = spec(10, min=1, max=100, doc="subpixel factor of the upsampled DFT (1/upsample px)")
+    max_shift_px: float = spec(20.0, min=0.0, max=512.0)
+    crop: int = spec(0, min=0, max=4096, doc="side of the centred square used to register; 0 = whole frame")
+    patches: int = spec(2, min=1, max=8, doc="piecewise mode: patches per side")
+
+
+@dataclass(frozen=True)
+class F0:
+    """Baseline fluorescence rule."""
+
+    kind: str = spec("percentile", choices=("percentile", "running_mean", "kde_mode"))
+    percentile: float = spec(10.0, min=0.0, max=100.0)
+    window_trials: float = spec(4.0, min=0.0, max=1000.0, doc="window = this x trial length")
+    window_frames: int = spec(0, min=0, doc="explicit window; 0 = use window_trials")
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Smoothing of the decoder output."""
+
+    kind: str = spec("moving_mean", choices=("moving_mean", "ema", "none"))
+    frames: int = spec(3, min=1, max=10000)
+    alpha: float = spec(0.5, min=0.0, max=1.0, doc="ema weight of the newest sample")
+
+
+@dataclass(frozen=True)
+class ReadoutConfig:
+    """Frame -> readout: neuropil, F0, dF/F, decoder, smoothing."""
+
+    signal: str = spec("dff", choices=("dff", "spike_rate"))
+    neuropil_coefficient: float = spec(0.7, min=0.0, max=2.0)
+    neuropil_inner_px: float = spec(2.0, min=0.0, max=100.0)
+    neuropil_outer_px: float = spec(12.0, min=1.0, max=500.0)
+    f0: F0 = spec(F0)
+    smoothing: Smoothing = spec(Smoothing)
+    decoder: dict[str, Any] = spec({"name": "two_population"}, doc="name = registered decoder, + its params")
+
+
+@dataclass(frozen=True)
+class Rois:
+    """How many ROIs of each group a generated ROI set (simulated mouse) assigns."""
+
+    groups: dict[str, Any] = spec({"P+": 4, "P-": 4}, doc="group name -> number of somata")
+    dendrites: bool = spec(False, doc="also make dendrite ROIs on the plane above (recorded, not decoded)")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Open-loop baseline recorded before calibration."""
+
+    frames: int = spec(12000, min=1)
+    screen: Screen = spec(Screen.GREY)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Threshold from resampled baseline windows (Francioni 2026)."""
+
+    windows: int = spec(200, min=1, max=100000)
+    target_hit_fraction: float = spec(0.5, min=0.0, max=1.0)
+    across_days: str = spec("stricter", choices=("stricter", "today"))
+
+
+@dataclass(frozen=True)
+class Trials:
+    """Closed-loop trials."""
+
+    count: int = spec(50, min=1, max=100000)
+    length_frames: int = spec(870, min=2)
+    grey_frames: int = spec(15, min=0, doc="grey screen at trial start; readout not evaluated")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Readout -> what the mouse perceives."""
+
+    kind: str = spec("grating", choices=("grating", "tone"))
+    target_deg: float = spec(90.0, min=-360.0, max=360.0)
+    steps: int = spec(7, min=2, max=100)
+    step_deg: float = spec(15.0, min=0.0, max=180.0)
+    tone_min_hz: float = spec(6000.0, min=20.0, max=40000.0)
+    tone_max_hz: float = spec(20000.0, min=20.0, max=40000.0)
+
+
+@dataclass(frozen=True)
+class HitOutcome:
+    """Readout >= threshold."""
+
+    hold_frames: int = spec(60, min=1)
+    reward_on_hold_frame: int = spec(3, min=1, doc="1-based frame of the hold on which reward is given")
+    iti_frames: int = spec(15, min=0)
+    iti_screen: Screen = spec(Screen.GREY)
+
+
+@dataclass(frozen=True)
+class AbortOutcome:
+    """Readout below the baseline minimum."""
+
+    enabled: bool = spec(True)
+    hold_frames: int = spec(60, min=1)
+    angle_deg: float = spec(0.0, min=-360.0, max=360.0)
+    sound: Sound = spec(Sound.WHITE_NOISE)
+    iti_frames: int = spec(15, min=0)
+    iti_screen: Screen = spec(Screen.GREY)
+
+
+@dataclass(frozen=True)
+class TimeoutOutcome:
+    """The trial reached its length."""
+
+    iti_frames: int = spec(90, min=0)
+    iti_screen: Screen = spec(Screen.BLACK)
+    noise_at_iti_frame: int = spec(30, min=-1, doc="1-based ITI frame that plays white noise; -1 = none")
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The three ways a trial ends."""
+
+    hit: HitOutcome = spec(HitOutcome)
+    abort: AbortOutcome = spec(AbortOutcome)
+    timeout: TimeoutOutcome = spec(TimeoutOutcome)
+
+
+@dataclass(frozen=True)
+class Reward:
+    """What a hit earns."""
+
+    volume_ul: float = spec(4.0, min=0.0, max=50.0)
+    opto: str = spec("none", choices=("none", "with_reward", "instead_of_reward"))
+    opto_ms: float = spec(0.0, min=0.0, max=10000.0)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What the task does when its input stops."""
+
+    frame_timeout_ms: float = spec(1000.0, min=10.0, max=60000.0, doc="no frame this long: grey, no reward")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the session file keeps."""
+
+    frames: bool = spec(True, doc="store raw frames (needed for replay from pixels)")
+    flush_interval_s: float = spec(0.5, min=0.05, max=1.0)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A whole experiment definition (one protocols/*.toml file)."""
+
+    protocol: ProtocolInfo
+    imaging: Imaging = spec(Imaging)
+    registration: Registration = spec(Registration)
+    readout: ReadoutConfig = spec(ReadoutConfig)
+    rois: Rois = spec(Rois)
+    baseline: Baseline = spec(Baseline)
+    calibration: Calibration = spec(Calibration)
+    trials: Trials = spec(Trials)
+    feedback: FeedbackConfig = spec(FeedbackConfig)
+    outcomes: Outcomes = spec(Outcomes)
+    reward: Reward = spec(Reward)
+    safety: Safety = spec(Safety)
+    recording: Recording = spec(Recording)
+    simulation: dict[str, Any] = spec({}, doc="simulated-mouse parameters; validated by bcirig.sim")
+    source_text: str = spec("", doc="(filled in by the loader) the file's text, stored with the session")
+    source_path: str = spec("", doc="(filled in by the loader)")
+
+    @property
+    def f0_window_frames(self) -> int:
+        """Length of the F0 window in frames."""
+        f0 = self.readout.f0
+        return f0.window_frames or max(1, round(f0.window_trials * self.trials.length_frames))
+
+
+# -------------------------------------------------------------------------------------------------- rig
+@dataclass(frozen=True)
+class RigInfo:
+    """Identity of the rig."""
+
+    name: str = spec(doc="rig name, stored with every session")
+    data_dir: str = spec("data", doc="sessions go to <data_dir>/<subject>/<date>_<n>/session.h5")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where frames come from."""
+
+    kind: str = spec("simulated", choices=("simulated",))
+    seed: int = spec(1, min=0)
+
+
+@dataclass(frozen=True)
+class ValveConfig:
+    """The reward valve controller."""
+
+    kind: str = spec("simulated", choices=("simulated", "serial", "emulated"))
+    port: str = spec("", doc="serial device for kind = 'serial', e.g. /dev/ttyACM0")
+    baud: int = spec(115200, choices=(9600, 19200, 38400, 57600, 115200))
+    ms_per_ul: float = spec(25.0, min=0.01, max=1000.0, doc="valve calibration")
+    max_open_ms: int = spec(500, min=1, max=10000)
+    min_interval_ms: int = spec(200, min=0, max=60000)
+    watchdog_ms: int = spec(2000, min=100, max=60000)
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    """The mouse's screen."""
+
+    kind: str = spec("none", choices=("none", "qt"))
+    screen: int = spec(0, min=0, max=16)
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """Endpoints. ipc:// on one machine; tcp:// binds to loopback unless host says otherwise."""
+
+    transport: str = spec("ipc", choices=("ipc", "tcp"))
+    host: str = spec("127.0.0.1")
+    base_port: int = spec(5550, min=1024, max=65000)
+
+
+@dataclass(frozen=True)
+class Rig:
+    """A whole rig definition (one hardware/rigs/*.toml file)."""
+
+    rig: RigInfo
+    source: SourceConfig = spec(SourceConfig)
+    valve: ValveConfig = spec(ValveConfig)
+    display: DisplayConfig = spec(DisplayConfig)
+    bus: BusConfig = spec(BusConfig)
+    source_text: str = spec("")
+    source_path: str = spec("")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _read_toml(text: str, file: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(file)", "(unparsable)", f"valid TOML: {exc}") from None
+
+
+def _check_protocol(p: Protocol, file: str) -> None:
+    """Cross-field rules the per-field limits cannot express."""
+    if p.imaging.bci_plane >= p.imaging.planes:
+        raise ConfigError(file, "imaging.bci_plane", p.imaging.bci_plane, f"< imaging.planes ({p.imaging.planes})")
+    hit = p.outcomes.hit
+    if hit.reward_on_hold_frame > hit.hold_frames:
+        raise ConfigError(
+            file, "outcomes.hit.reward_on_hold_frame", hit.reward_on_hold_frame,
+            f"<= outcomes.hit.hold_frames ({hit.hold_frames})",
+        )
+    if p.trials.grey_frames >= p.trials.length_frames:
+        raise ConfigError(
+            file, "trials.grey_frames", p.trials.grey_frames, f"< trials.length_frames ({p.trials.length_frames})"
+        )
+    if p.baseline.frames < p.trials.length_frames:
+        raise ConfigError(
+            file, "baseline.frames", p.baseline.frames,
+            f">= trials.length_frames ({p.trials.length_frames}): calibration resamples trial-length windows",
+        )
+    if p.feedback.tone_max_hz <= p.feedback.tone_min_hz:
+        raise ConfigError(file, "feedback.tone_max_hz", p.feedback.tone_max_hz, "> feedback.tone_min_hz")
+    for group, count in p.rois.groups.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(file, f"rois.groups.{group}", count, "a whole number of ROIs >= 0")
+    decoder = p.readout.decoder
+    if not isinstance(decoder.get("name"), str):
+        raise ConfigError(file, "readout.decoder.name", decoder.get("name"), "the name of a registered decoder")
+    from bcirig.processing.decoders import validate_decoder_config
+
+    validate_decoder_config(decoder, p, file)
+
+
+def parse_protocol(text: str, file: str = "<protocol>") -> Protocol:
+    """Validate protocol TOML text; raises ConfigError naming ``file``."""
+    table = _read_toml(text, file)
+    proto = build(Protocol, table, file)
+    _check_protocol(proto, file)
+    return _replace_source(proto, text, file)
+
+
+def parse_rig(text: str, file: str = "<rig>") -> Rig:
+    """Validate rig TOML text; raises ConfigError naming ``file``."""
+    table = _read_toml(text, file)
+    rig = build(Rig, table, file)
+    if rig.valve.kind == "serial" and not rig.valve.port:
+        raise ConfigError(file, "valve.port", rig.valve.port, "a serial device path when valve.kind = 'serial'")
+    if rig.bus.transport == "tcp" and rig.bus.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            file, "bus.host", rig.bus.host,
+            "a loopback address (binding to a network address needs CurveZMQ keys, not supported yet)",
+        )
+    return _replace_source(rig, text, file)
+
+
+def _replace_source(obj: Any, text: str, file: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, source_text=text, source_path=file)
+
+
+def _read_file(path: str | Path, what: str) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), "(file)", str(path), f"an existing {what} file")
+    return p.read_text(encoding="utf-8")
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Read and validate a protocol file."""
+    return parse_protocol(_read_file(path, "protocol"), str(path))
+
+
+def load_rig(path: str | Path) -> Rig:
+    """Read and validate a rig file."""
+    return parse_rig(_read_file(path, "rig"), str(path))

@@ -1,0 +1,86 @@
+"""Typing contracts: one small Protocol per stage and per device capability.
+
+(Named ``interfaces`` because in this project a "protocol" is an experiment file.)
+
+Stages hold the science and are plain objects: no sockets, threads or clocks of their own, deterministic
+given their inputs and seed. Nodes (``bcirig.nodes``) only connect stages to the bus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bcirig.messages import Command, Event, Feedback, Readout
+
+
+@dataclass
+class TaskStep:
+    """What the task decided on one frame."""
+
+    feedback: Feedback
+    commands: list[Command] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class SimFrame:
+    """One simulated frame and the ground truth behind it."""
+
+    data: np.ndarray  # (planes, height, width), the protocol's dtype
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PipelineStage(Protocol):
+    """Frame -> readout (motion correction, ROI extraction, F0, dF/F, decoder, smoothing)."""
+
+    def process(self, frame: np.ndarray, index: int) -> Readout:
+        """Process frame ``index``; a bad frame returns ``Readout(valid=False)``, never raises."""
+        ...
+
+
+@runtime_checkable
+class TaskStage(Protocol):
+    """Readout -> feedback, device commands and events (trial state machine)."""
+
+    def step(self, readout: Readout) -> TaskStep:
+        """Advance one frame."""
+        ...
+
+    def safe(self, frame: int, reason: str) -> TaskStep:
+        """Enter the safe state: no reward, grey screen, session over."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the session's last trial has ended."""
+        ...
+
+
+@runtime_checkable
+class MouseStage(Protocol):
+    """Feedback -> the next frame (a simulated mouse under a simulated microscope)."""
+
+    def step(self, feedback: Feedback | None) -> SimFrame:
+        """Render the next frame, having sensed the task's feedback for the previous one."""
+        ...
+
+
+@runtime_checkable
+class RewardValve(Protocol):
+    """The reward valve controller capability (real firmware over serial, or its simulated twin)."""
+
+    def reward(self, ul: float) -> Any:
+        """Deliver ``ul`` microlitres; returns the device acknowledgement."""
+        ...
+
+    def opto(self, ms: float) -> Any:
+        """Pulse the optogenetics TTL."""
+        ...
+
+    def close(self) -> None:
+        """Close the valve and release the port."""
+        ...

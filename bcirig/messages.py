@@ -1,0 +1,369 @@
+"""Every message that crosses the bus, defined once, with its wire encoding.
+
+Wire format (ZeroMQ multipart): ``[topic, header, *buffers]``.
+
+* ``topic`` is the ASCII topic name (``frame``, ``readout`` ...), used by SUB prefix filtering.
+* ``header`` is UTF-8 JSON: ``kind``, ``v`` (version), ``seq`` (publisher sequence number), ``frame``
+  (imaging frame index the message derives from, -1 when none), ``t_ns`` (``time.monotonic_ns()`` stamps
+  added by each stage the data passed), ``f`` (the scalar fields) and ``a`` (name, dtype, shape of each
+  array buffer that follows).
+* every numpy array field travels as one raw buffer, sent without copying and received without copying
+  (``np.frombuffer`` over the ZeroMQ frame). Nothing is ever pickled.
+
+A receiver rejects a message whose kind it does not know or whose version differs from its own with a
+:class:`WireError` that names the kind and both versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class WireError(ValueError):
+    """A multipart message that cannot be decoded (unknown kind, wrong version, malformed header)."""
+
+
+class Topic(enum.StrEnum):
+    """Data-plane topics. Each node binds one PUB socket and publishes some of these."""
+
+    FRAME = "frame"
+    READOUT = "readout"
+    FEEDBACK = "feedback"
+    EVENT = "event"
+    COMMAND = "command"
+    ACK = "ack"
+    LOG = "log"
+    HEARTBEAT = "heartbeat"
+    CONTROL = "control"
+
+
+class Phase(enum.StrEnum):
+    """Session phase as run by the task."""
+
+    WAITING = "waiting"
+    BASELINE = "baseline"
+    CLOSED_LOOP = "closed_loop"
+    DONE = "done"
+    SAFE = "safe"
+
+
+class TrialState(enum.StrEnum):
+    """Where the trial state machine is on a frame."""
+
+    NONE = "none"  # not in the trial phase (baseline, done, safe)
+    GREY = "grey"  # grey screen at the start of a trial; the readout is not evaluated
+    ACTIVE = "active"  # closed-loop feedback; hit / abort / timeout evaluated
+    HIT_HOLD = "hit_hold"
+    ABORT_HOLD = "abort_hold"
+    ITI = "iti"
+
+
+class Screen(enum.StrEnum):
+    """What the mouse's monitor shows."""
+
+    GRATING = "grating"
+    GREY = "grey"
+    BLACK = "black"
+
+
+class Sound(enum.StrEnum):
+    """What the speaker plays."""
+
+    NONE = "none"
+    WHITE_NOISE = "white_noise"
+    TONE = "tone"
+
+
+class Outcome(enum.StrEnum):
+    """How a trial ended."""
+
+    HIT = "hit"
+    ABORT = "abort"
+    TIMEOUT = "timeout"
+
+
+class Action(enum.StrEnum):
+    """Device actions the task can command (never free strings)."""
+
+    REWARD = "reward"
+    OPTO = "opto"
+    REWARD_OPTO = "reward_opto"
+    CLOSE = "close"
+
+
+class EventKind(enum.StrEnum):
+    """Entries of the session's event table."""
+
+    SESSION_START = "session_start"
+    PHASE = "phase"
+    CALIBRATION = "calibration"
+    TRIAL_START = "trial_start"
+    TRIAL_END = "trial_end"
+    LICK = "lick"
+    BAD_FRAME = "bad_frame"
+    SAFE_STATE = "safe_state"
+    SESSION_END = "session_end"
+
+
+class NodeState(enum.StrEnum):
+    """A node's life, as reported in its heartbeat."""
+
+    STARTING = "starting"
+    READY = "ready"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class ControlAction(enum.StrEnum):
+    """Supervisor broadcasts on the control topic."""
+
+    SAFE = "safe"  # a node died: stop rewarding, grey the screen
+    STOP = "stop"  # drain, publish a final heartbeat, exit
+
+
+@dataclass(kw_only=True)
+class Message:
+    """Base of every bus message. Subclasses set KIND, VERSION and TOPIC."""
+
+    KIND: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[Topic]
+    ARRAYS: ClassVar[tuple[str, ...]] = ()
+
+    frame: int = -1
+    seq: int = 0
+    t_ns: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Frame(Message):
+    """One imaging frame, ``data`` shaped (planes, height, width)."""
+
+    KIND = "frame"
+    VERSION = 1
+    TOPIC = Topic.FRAME
+    ARRAYS = ("data",)
+
+    data: np.ndarray
+    truth: dict[str, Any] = field(default_factory=dict)  # simulator ground truth (shift, licks ...)
+
+
+@dataclass(kw_only=True)
+class Readout(Message):
+    """What the pipeline computed from one frame. ``valid`` is False for a rejected frame."""
+
+    KIND = "readout"
+    VERSION = 1
+    TOPIC = Topic.READOUT
+    ARRAYS = ("shift", "F", "neuropil", "F0", "dff")
+
+    valid: bool = True
+    error: str = ""
+    shift: np.ndarray = field(default_factory=lambda: np.zeros(2, np.float32))  # (dy, dx) px
+    corr: float = float("nan")  # registration quality: correlation with the reference
+    F: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    neuropil: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    F0: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    dff: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    readout_raw: float = float("nan")  # decoder output before smoothing
+    readout: float = float("nan")  # after smoothing
+
+
+@dataclass(kw_only=True)
+class Feedback(Message):
+    """The task's verdict on one frame: what the mouse sees and hears, and whether it is rewarded."""
+
+    KIND = "feedback"
+    VERSION = 1
+    TOPIC = Topic.FEEDBACK
+
+    phase: Phase = Phase.WAITING
+    state: TrialState = TrialState.NONE
+    trial: int = 0  # 1-based; 0 outside trials
+    trial_frame: int = 0
+    screen: Screen = Screen.GREY
+    angle_deg: float = float("nan")  # grating orientation, NaN when no grating
+    sound: Sound = Sound.NONE
+    tone_hz: float = float("nan")
+    reward: bool = False  # a reward command was issued on this frame
+    opto: bool = False
+    readout_norm: float = float("nan")  # readout minus the baseline minimum
+    threshold: float = float("nan")
+
+
+@dataclass(kw_only=True)
+class Command(Message):
+    """A device command from the task (reward, opto)."""
+
+    KIND = "command"
+    VERSION = 1
+    TOPIC = Topic.COMMAND
+
+    command_id: int
+    action: Action
+    reward_ul: float = 0.0
+    opto_ms: float = 0.0
+
+
+@dataclass(kw_only=True)
+class Ack(Message):
+    """A device's acknowledgement of a command."""
+
+    KIND = "ack"
+    VERSION = 1
+    TOPIC = Topic.ACK
+
+    command_id: int
+    action: Action
+    ok: bool
+    error: str = ""
+    open_ms: float = 0.0  # valve open time actually commanded
+    device_ms: int = -1  # firmware clock at execution, -1 if the device has none
+
+
+@dataclass(kw_only=True)
+class Event(Message):
+    """One row of the event table (trial start/end, calibration, licks, ...)."""
+
+    KIND = "event"
+    VERSION = 1
+    TOPIC = Topic.EVENT
+
+    name: EventKind
+    trial: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Log(Message):
+    """A human-readable line from a node; level 'error' is what the supervisor reports on failure."""
+
+    KIND = "log"
+    VERSION = 1
+    TOPIC = Topic.LOG
+
+    node: str
+    level: str
+    text: str
+
+
+@dataclass(kw_only=True)
+class Heartbeat(Message):
+    """A node's periodic sign of life with its counters (sent, received, gaps, bad input)."""
+
+    KIND = "heartbeat"
+    VERSION = 1
+    TOPIC = Topic.HEARTBEAT
+
+    node: str
+    state: NodeState
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class Control(Message):
+    """Supervisor broadcast to all nodes."""
+
+    KIND = "control"
+    VERSION = 1
+    TOPIC = Topic.CONTROL
+
+    action: ControlAction
+    reason: str = ""
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.KIND: cls for cls in (Frame, Readout, Feedback, Command, Ack, Event, Log, Heartbeat, Control)
+}
+
+_BASE_FIELDS = {"frame", "seq", "t_ns"}
+
+
+def _enum_fields(cls: type[Message]) -> dict[str, type[enum.Enum]]:
+    hints = typing.get_type_hints(cls)
+    return {
+        name: hint
+        for name, hint in hints.items()
+        if isinstance(hint, type) and issubclass(hint, enum.Enum) and not name.isupper()
+    }
+
+
+_ENUMS = {kind: _enum_fields(cls) for kind, cls in MESSAGE_TYPES.items()}
+_SCALARS = {
+    kind: tuple(
+        f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS and f.name not in cls.ARRAYS
+    )
+    for kind, cls in MESSAGE_TYPES.items()
+}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot put {type(obj).__name__} in a message header")
+
+
+def encode(msg: Message) -> list[Any]:
+    """Turn a message into multipart parts; arrays become zero-copy buffers."""
+    kind = msg.KIND
+    fields: dict[str, Any] = {}
+    for name in _SCALARS[kind]:
+        value = getattr(msg, name)
+        fields[name] = value.value if isinstance(value, enum.Enum) else value
+    arrays = []
+    buffers: list[Any] = []
+    for name in msg.ARRAYS:
+        arr = np.ascontiguousarray(getattr(msg, name))
+        arrays.append((name, arr.dtype.str, arr.shape))
+        buffers.append(memoryview(arr).cast("B") if arr.size else b"")
+    header = {
+        "kind": kind,
+        "v": msg.VERSION,
+        "seq": msg.seq,
+        "frame": msg.frame,
+        "t_ns": msg.t_ns,
+        "f": fields,
+        "a": arrays,
+    }
+    head = json.dumps(header, default=_json_default, allow_nan=True, separators=(",", ":")).encode()
+    return [msg.TOPIC.value.encode(), head, *buffers]
+
+
+def decode(parts: typing.Sequence[Any]) -> Message:
+    """Rebuild a message from multipart parts (bytes or zmq.Frame); arrays are read-only views."""
+    if len(parts) < 2:
+        raise WireError(f"a message needs at least [topic, header], got {len(parts)} part(s)")
+    raw = parts[1]
+    raw = raw.bytes if hasattr(raw, "bytes") else raw
+    try:
+        header = json.loads(raw)
+        kind = header["kind"]
+        version = header["v"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WireError(f"malformed message header ({exc}): {bytes(raw)[:80]!r}") from exc
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise WireError(f"unknown message kind {kind!r}; known: {sorted(MESSAGE_TYPES)}")
+    if version != cls.VERSION:
+        raise WireError(f"message kind {kind!r} has version {version}, this bcirig speaks {cls.VERSION}")
+    specs = header.get("a", [])
+    if len(parts) != 2 + len(specs):
+        raise WireError(f"{kind}: header names {len(specs)} array(s) but {len(parts) - 2} buffer(s) arrived")
+    kwargs: dict[str, Any] = dict(header["f"])
+    for name, enum_cls in _ENUMS[kind].items():
+        if name in kwargs:
+            kwargs[name] = enum_cls(kwargs[name])
+    for (name, dtype, shape), part in zip(specs, parts[2:], strict=True):
+        buf = part.buffer if hasattr(part, "buffer") else part
+        kwargs[name] = np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape)
+    return cls(frame=header["frame"], seq=header["seq"], t_ns=header["t_ns"], **kwargs)
