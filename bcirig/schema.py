@@ -111,9 +111,8 @@ def _convert(value: Any, tp: Any, meta: dict[str, Any], file: str, key: str) -> 
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(file, key, value, _describe(float, meta))
         value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(file, key, value, _describe(str, meta))
+    elif tp is str and not isinstance(value, str):
+        raise ConfigError(file, key, value, _describe(str, meta))
     _check_limits(value, meta, tp, file, key)
     return value
 

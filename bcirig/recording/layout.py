@@ -1,0 +1,105 @@
+"""The session file's layout: every table, its columns, their dtypes. Versioned; readers check it.
+
+Each table is an HDF5 group of equal-length, resizable 1-D or 2-D datasets (one per column), appended
+together. Tables are created before SWMR writing starts (SWMR cannot create objects later); per-ROI
+widths and the frame shape come from the session's set-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FORMAT = "bcirig-session"
+VERSION = 1
+
+# Stage stamps, in the order a frame's data passes them (time.monotonic_ns(), one clock for the machine).
+READOUT_STAMPS = ("source", "arrive", "registered", "extracted", "decoded", "published")
+FEEDBACK_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
+COMMAND_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
+ACK_STAMPS = ("task_out", "device_in", "device_ack")
+
+S = "S32"  # short enum strings
+Column = tuple[str, Any, tuple[int, ...]]  # name, dtype, per-row shape
+
+
+def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, list[Column]]:
+    """Column definitions of every table for a session with ``n_rois`` ROIs."""
+    truth: list[Column] = [("frame", np.int64, ())]
+    truth += [(name, np.dtype(dtype), tuple(shape)) for name, (shape, dtype) in truth_fields.items()]
+    return {
+        "readout": [
+            ("frame", np.int64, ()),
+            ("seq", np.int64, ()),
+            ("valid", np.bool_, ()),
+            ("error", "S160", ()),
+            ("shift", np.float32, (2,)),
+            ("corr", np.float32, ()),
+            ("F", np.float32, (n_rois,)),
+            ("neuropil", np.float32, (n_rois,)),
+            ("F0", np.float32, (n_rois,)),
+            ("dff", np.float32, (n_rois,)),
+            ("readout_raw", np.float64, ()),
+            ("readout", np.float64, ()),
+            ("t_ns", np.int64, (len(READOUT_STAMPS),)),
+        ],
+        "feedback": [
+            ("frame", np.int64, ()),
+            ("seq", np.int64, ()),
+            ("phase", S, ()),
+            ("state", S, ()),
+            ("trial", np.int32, ()),
+            ("trial_frame", np.int32, ()),
+            ("screen", S, ()),
+            ("angle_deg", np.float32, ()),
+            ("sound", S, ()),
+            ("tone_hz", np.float32, ()),
+            ("reward", np.bool_, ()),
+            ("opto", np.bool_, ()),
+            ("readout_norm", np.float64, ()),
+            ("threshold", np.float64, ()),
+            ("t_ns", np.int64, (len(FEEDBACK_STAMPS),)),
+        ],
+        "events": [
+            ("frame", np.int64, ()),
+            ("name", S, ()),
+            ("trial", np.int32, ()),
+            ("data", "S2048", ()),  # JSON
+            ("t_ns", np.int64, ()),
+        ],
+        "commands": [
+            ("frame", np.int64, ()),
+            ("command_id", np.int64, ()),
+            ("action", S, ()),
+            ("reward_ul", np.float32, ()),
+            ("opto_ms", np.float32, ()),
+            ("t_ns", np.int64, (len(COMMAND_STAMPS),)),
+        ],
+        "acks": [
+            ("frame", np.int64, ()),
+            ("command_id", np.int64, ()),
+            ("action", S, ()),
+            ("ok", np.bool_, ()),
+            ("error", "S160", ()),
+            ("open_ms", np.float32, ()),
+            ("device_ms", np.int64, ()),
+            ("t_ns", np.int64, (len(ACK_STAMPS),)),
+        ],
+        "trials": [
+            ("trial", np.int32, ()),
+            ("start_frame", np.int64, ()),
+            ("outcome", S, ()),
+            ("outcome_frame", np.int64, ()),
+            ("frames", np.int64, ()),
+        ],
+        "truth": truth,
+        "calibration_windows": [
+            ("start", np.int64, ()),
+            ("maximum", np.float64, ()),
+        ],
+        "nodes": [  # one row per node at the end: its final counters, as JSON
+            ("node", S, ()),
+            ("counters", "S2048", ()),
+        ],
+    }

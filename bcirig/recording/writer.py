@@ -1,0 +1,200 @@
+"""Write one session to HDF5 while it runs: readable during the session (SWMR), flushed every interval.
+
+Rows are buffered in memory and appended per table at each flush (at most ``flush_interval_s`` apart,
+and never more than one second), so a crash loses at most that interval; a killed writer leaves a file
+that opens and holds everything up to the last flush.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import bcirig
+from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Readout
+from bcirig.recording import layout
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(bcirig.__file__).resolve().parent,
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _stamps(t_ns: dict[str, int], names: tuple[str, ...]) -> list[int]:
+    return [int(t_ns.get(n, -1)) for n in names]
+
+
+class SessionWriter:
+    """Appends bus messages to a session file; one instance per session, used by the recorder node or inline."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        protocol_text: str,
+        rig_text: str,
+        rois: dict[str, np.ndarray],
+        n_rois: int,
+        reference: np.ndarray,
+        frame_shape: tuple[int, ...],
+        frame_dtype: str,
+        record_frames: bool,
+        truth_fields: dict[str, tuple[tuple[int, ...], str]] | None = None,
+        attrs: dict[str, Any] | None = None,
+        flush_interval_s: float = 0.5,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.flush_interval_s = min(1.0, flush_interval_s)
+        self.record_frames = record_frames
+        self.frame_shape = tuple(frame_shape)
+        self.f = h5py.File(self.path, "w", libver="latest")
+        a = self.f.attrs
+        a["format"] = layout.FORMAT
+        a["version"] = layout.VERSION
+        a["bcirig_version"] = bcirig.__version__
+        a["bcirig_commit"] = _git_commit()
+        a["protocol"] = protocol_text
+        a["rig"] = rig_text
+        a["created_unix"] = time.time()
+        a["complete"] = False
+        for k, v in (attrs or {}).items():
+            a[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
+        g = self.f.create_group("rois")
+        for name, arr in rois.items():
+            g.create_dataset(name, data=arr)
+        self.f.create_dataset("reference", data=np.asarray(reference, dtype=np.float32))
+        self.columns = layout.tables(n_rois, truth_fields or {})
+        self.buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.columns}
+        for table, cols in self.columns.items():
+            tg = self.f.create_group(table)
+            for name, dtype, shape in cols:
+                tg.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                  chunks=(max(1, 4096 // max(1, int(np.prod(shape)))), *shape))
+        self.frame_buffer: list[np.ndarray] = []
+        self.frame_index_buffer: list[tuple[int, int]] = []
+        if record_frames:
+            self.f.create_dataset("frames", shape=(0, *frame_shape), maxshape=(None, *frame_shape),
+                                  dtype=frame_dtype, chunks=(1, *frame_shape))
+        self.f.create_dataset("frame_index", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(4096, 2))
+        self.f.swmr_mode = True
+        self.last_flush = time.monotonic()
+        self.rows = 0
+        self.closed = False
+
+    # ------------------------------------------------------------------------------------ writing
+    def write(self, msg: Message) -> None:
+        """Buffer one message's row(s); unknown kinds (heartbeat, log) are not session data."""
+        if isinstance(msg, Frame):
+            self._frame(msg)
+        elif isinstance(msg, Readout):
+            self._row("readout", (msg.frame, msg.seq, msg.valid, msg.error.encode()[:160], msg.shift, msg.corr,
+                                  msg.F, msg.neuropil, msg.F0, msg.dff, msg.readout_raw, msg.readout,
+                                  _stamps(msg.t_ns, layout.READOUT_STAMPS)))
+        elif isinstance(msg, Feedback):
+            self._row("feedback", (msg.frame, msg.seq, msg.phase.value, msg.state.value, msg.trial, msg.trial_frame,
+                                   msg.screen.value, msg.angle_deg, msg.sound.value, msg.tone_hz, msg.reward,
+                                   msg.opto, msg.readout_norm, msg.threshold,
+                                   _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
+        elif isinstance(msg, Command):
+            self._row("commands", (msg.frame, msg.command_id, msg.action.value, msg.reward_ul, msg.opto_ms,
+                                   _stamps(msg.t_ns, layout.COMMAND_STAMPS)))
+        elif isinstance(msg, Ack):
+            self._row("acks", (msg.frame, msg.command_id, msg.action.value, msg.ok, msg.error.encode()[:160],
+                               msg.open_ms, msg.device_ms, _stamps(msg.t_ns, layout.ACK_STAMPS)))
+        elif isinstance(msg, Event):
+            self._event(msg)
+        self.maybe_flush()
+
+    def _frame(self, msg: Frame) -> None:
+        if self.record_frames and msg.data.shape == self.frame_shape:
+            self.frame_buffer.append(np.array(msg.data))
+            self.frame_index_buffer.append((msg.frame, msg.t_ns.get("source", -1)))
+        if len(self.columns["truth"]) > 1 and msg.truth:
+            row = [msg.frame]
+            for name, dtype, shape in self.columns["truth"][1:]:
+                row.append(np.asarray(msg.truth.get(name, np.zeros(shape)), dtype=dtype).reshape(shape))
+            self._row("truth", tuple(row))
+
+    def _event(self, msg: Event) -> None:
+        data = dict(msg.data)
+        if msg.name is EventKind.CALIBRATION:
+            starts = data.pop("window_starts", [])
+            maxima = data.pop("window_maxima", [])
+            for s, m in zip(starts, maxima, strict=True):
+                self._row("calibration_windows", (s, m))
+        if msg.name is EventKind.TRIAL_END:
+            self._row("trials", (msg.trial, data.get("start_frame", -1), str(data.get("outcome", "")).encode(),
+                                 msg.frame, data.get("frames", -1)))
+        text = json.dumps(data, allow_nan=True).encode()
+        if len(text) > 2048:
+            text = json.dumps({"truncated": text[:1900].decode(errors="replace")}).encode()
+        self._row("events", (msg.frame, msg.name.value, msg.trial, text, msg.t_ns.get("sent", -1)))
+
+    def _row(self, table: str, row: tuple[Any, ...]) -> None:
+        self.buffers[table].append(row)
+        self.rows += 1
+
+    def write_node_counters(self, counters: dict[str, dict[str, int]]) -> None:
+        """Each node's final counters (messages sent, gaps, bad frames), one row per node."""
+        for node, c in sorted(counters.items()):
+            self._row("nodes", (node, json.dumps(c).encode()))
+
+    # ------------------------------------------------------------------------------------ flushing
+    def maybe_flush(self) -> None:
+        """Flush if the flush interval has passed since the last one."""
+        if time.monotonic() - self.last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append all buffered rows and make them visible to SWMR readers."""
+        for table, rows in self.buffers.items():
+            if not rows:
+                continue
+            cols = self.columns[table]
+            g = self.f[table]
+            n0 = g[cols[0][0]].shape[0]
+            for i, (name, dtype, shape) in enumerate(cols):
+                data = np.array([r[i] for r in rows], dtype=dtype).reshape(len(rows), *shape)
+                ds = g[name]
+                ds.resize(n0 + len(rows), axis=0)
+                ds[n0:] = data
+            rows.clear()
+        if self.frame_index_buffer:
+            idx = self.f["frame_index"]
+            n0 = idx.shape[0]
+            idx.resize(n0 + len(self.frame_index_buffer), axis=0)
+            idx[n0:] = np.asarray(self.frame_index_buffer, dtype=np.int64)
+            if self.record_frames:
+                fr = self.f["frames"]
+                fr.resize(n0 + len(self.frame_buffer), axis=0)
+                fr[n0:] = np.stack(self.frame_buffer)
+            self.frame_buffer.clear()
+            self.frame_index_buffer.clear()
+        self.f.flush()
+        self.last_flush = time.monotonic()
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Flush, close, then mark the file complete with its summary (a crashed session stays incomplete)."""
+        if self.closed:
+            return
+        self.flush()
+        self.f.close()
+        self.closed = True
+        with h5py.File(self.path, "a") as f:
+            f.attrs["complete"] = True
+            f.attrs["closed_unix"] = time.time()
+            if summary is not None:
+                f.attrs["summary"] = json.dumps(summary, allow_nan=True)
