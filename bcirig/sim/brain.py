@@ -1,0 +1,288 @@
+"""The simulated mouse's brain: a rate network that senses the task and learns from its outcomes.
+
+``tau dr/dt = -r + f(W_rec r + W_in u + b + xi)``, Euler-discretised at the imaging rate, ``f`` a
+rectified-linear rate function saturating at ``max_rate_hz``, ``xi`` a slow Ornstein-Uhlenbeck
+fluctuation (the spontaneous activity the calibration measures). Units are excitatory or inhibitory
+(Dale's principle: the sign of every outgoing weight of a unit is fixed; learning clips at zero).
+
+Layout of the units: ``[BCI somata | other excitatory | inhibitory]``. A few excitatory and inhibitory
+units are *sensory*: tuned to the feedback value (grating orientation or tone pitch, as a position in
+[0, 1] of the feedback range). Their synapses onto the BCI units start silent, so an untrained mouse's
+readout has the same statistics in trials as in the grey-screen baseline (calibrated chance holds),
+and they are where learning acts: the feedback stimulus exists only during trials, so what is learned
+there does not leak into the next morning's baseline and is not calibrated away.
+
+Learning (``rule``), applied to the synapses onto BCI units at each trial outcome with a reward
+prediction error ``delta = R - V`` (``V`` a running reward expectation):
+
+* ``vectorized``: each BCI unit's apical dendrite receives its own instructive signal ``s_i * delta``
+  (``s_i`` = +1 for P+, -1 for P-); ``dW_ij = eta * s_i * delta * e_ij`` with a Hebbian eligibility
+  ``e_ij = sum_t lambda^(T-t) f'(x_i) r_j dt``;
+* ``scalar``: one neuromodulatory ``delta`` broadcast to all; node perturbation: ``dW_ij = eta * delta
+  * e_ij`` with ``e_ij`` built from each unit's own fluctuation ``xi_i`` times ``r_j``;
+* ``blocked``: vectorized with the dendritic signal removed (``block_fraction``) — the paper's
+  perturbation; ``none``: no plasticity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bcirig.config import Protocol
+from bcirig.messages import Feedback, Screen, Sound, TrialState
+from bcirig.sim.config import SimConfig
+
+# Non-feedback inputs the mouse senses, after the tuned feedback channels.
+CONTEXT = ("grating", "grey", "black", "noise", "tone", "reward", "lick")
+
+
+def group_signs(groups: dict[str, Any], decoder: dict[str, Any] | None = None) -> list[float]:
+    """+1 / -1 per group: the direction the decoder rewards (P+ up, P- down; E2 - E1 ...).
+
+    Read from the decoder's parameters when it names groups; otherwise an explicit '+' / '-' at the end
+    of a group name wins, else the first group is +1 and the others -1.
+    """
+    decoder = decoder or {}
+    name = decoder.get("name")
+    if name == "two_population":
+        plus, minus = decoder.get("plus", "P+"), decoder.get("minus", "P-")
+        known = {plus: 1.0, minus: -1.0}
+    elif name == "ensemble":
+        e2_up = decoder.get("order", "E2-E1") == "E2-E1"
+        known = {decoder.get("e2", "E2"): 1.0 if e2_up else -1.0, decoder.get("e1", "E1"): -1.0 if e2_up else 1.0}
+    else:
+        known = {}
+    signs = []
+    for i, g in enumerate(groups):
+        if g in known:
+            signs.append(known[g])
+        elif g.endswith(("-", "−")):
+            signs.append(-1.0)
+        elif g.endswith("+"):
+            signs.append(1.0)
+        else:
+            signs.append(1.0 if i == 0 else -1.0)
+    return signs
+
+
+@dataclass
+class MouseState:
+    """What a mouse carries from one day to the next: its anatomy seed and its learned synapses."""
+
+    anatomy_seed: int
+    rule: str
+    w_rec: np.ndarray  # (units, units); column j holds unit j's outgoing weights
+    value: float = 0.5  # reward expectation V (hits per trial)
+    day: int = 0  # days completed
+    history: list[dict[str, float]] = field(default_factory=list)  # per-day learning statistics
+
+    def copy(self) -> MouseState:
+        """An independent copy (weights included)."""
+        return MouseState(self.anatomy_seed, self.rule, self.w_rec.copy(), self.value, self.day,
+                          [dict(h) for h in self.history])
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Fixed wiring of one mouse: unit types, BCI units and signs, sensory tuning, input weights."""
+
+    n: int
+    n_bci: int
+    excitatory: np.ndarray  # (n,) bool
+    sign: np.ndarray  # (n_bci,) +1 P+ / -1 P-
+    w_in: np.ndarray  # (n, channels + len(CONTEXT))
+    bias: np.ndarray  # (n,)
+    lo: np.ndarray  # (n_bci, n) bounds of plastic synapses onto BCI units (Dale + max_weight)
+    hi: np.ndarray
+    channels: int
+
+
+def build_anatomy(cfg: SimConfig, protocol: Protocol, seed: int) -> tuple[Anatomy, np.ndarray]:
+    """Wire a mouse from its anatomy seed; returns the anatomy and the initial W_rec."""
+    groups = protocol.rois.groups
+    channels = protocol.feedback.steps
+    decoder = protocol.readout.decoder
+    rng = np.random.default_rng([seed, 0])
+    counts = [int(c) for c in groups.values()]
+    n_bci = sum(counts)
+    n = max(cfg.units, n_bci + 4)
+    n_inh = max(1, round(cfg.inhibitory_fraction * n))
+    n_exc = n - n_inh
+    if n_exc < n_bci + 1:
+        raise ValueError(f"{n} units with {n_inh} inhibitory leave no room for {n_bci} BCI units")
+    excitatory = np.arange(n) < n_exc
+    sign = np.concatenate([np.full(c, s) for c, s in zip(counts, group_signs(groups, decoder), strict=True)])
+    # Sparse random recurrent weights, inhibition balancing excitation on average, scaled to the radius.
+    conn = rng.random((n, n)) < 0.2
+    np.fill_diagonal(conn, False)
+    mag = np.abs(rng.standard_normal((n, n))) * conn
+    w = np.where(excitatory[None, :], mag, -mag * (n_exc / n_inh))
+    radius = float(np.max(np.abs(np.linalg.eigvals(w))))
+    w *= cfg.spectral_radius / radius if radius > 0 else 0.0
+    # Sensory units: per channel, some excitatory (after the BCI units) and half as many inhibitory.
+    n_in = channels + len(CONTEXT)
+    w_in = np.zeros((n, n_in))
+    exc_pool = rng.permutation(np.arange(n_bci, n_exc))
+    inh_pool = rng.permutation(np.arange(n_exc, n))
+    k_e = min(cfg.sensory_units_per_channel, len(exc_pool) // (2 * channels))
+    k_i = min(max(1, cfg.sensory_units_per_channel // 2), len(inh_pool) // (2 * channels))
+    sensory = []
+    for c in range(channels):
+        units = np.concatenate([exc_pool[c * k_e:(c + 1) * k_e], inh_pool[c * k_i:(c + 1) * k_i]])
+        w_in[units, c] = cfg.sensory_gain_hz
+        sensory.append(units)
+    sens = np.concatenate(sensory) if sensory else np.zeros(0, int)
+    # Sensory units' synapses onto the rest of the network start silent (see the module docstring).
+    w[:, sens] = 0.0
+    # Context (screen, sounds, reward, licks) weakly drives the non-BCI, non-sensory units.
+    others = np.setdiff1d(np.arange(n_bci, n), sens)
+    w_in[others, channels:] = rng.normal(0.0, 1.0, (len(others), len(CONTEXT)))
+    bias = np.full(n, cfg.rest_rate_hz)
+    # Bounds of the plastic synapses onto BCI units: Dale's sign, |w| <= max(max_weight, initial |w|).
+    cap = np.maximum(cfg.max_weight, np.abs(w[:n_bci]))
+    lo = np.where(excitatory[None, :], 0.0, -cap)
+    hi = np.where(excitatory[None, :], cap, 0.0)
+    np.fill_diagonal(hi[:, :n_bci], 0.0)  # no autapses
+    np.fill_diagonal(lo[:, :n_bci], 0.0)
+    anatomy = Anatomy(n, n_bci, excitatory, sign, w_in, bias, lo, hi, channels)
+    return anatomy, w
+
+
+def sense(fb: Feedback | None, feedback_cfg: Any, channels: int, width: float) -> np.ndarray:
+    """What the mouse perceives on a frame: tuned channels for the feedback value, then CONTEXT flags."""
+    u = np.zeros(channels + len(CONTEXT))
+    if fb is None:
+        u[channels + 1] = 1.0  # grey screen before anything happened
+        return u
+    pos = float("nan")
+    if fb.screen is Screen.GRATING and math.isfinite(fb.angle_deg):
+        span = (feedback_cfg.steps - 1) * feedback_cfg.step_deg
+        pos = 1.0 - (feedback_cfg.target_deg - fb.angle_deg) / span if span > 0 else 1.0
+    elif fb.sound is Sound.TONE and math.isfinite(fb.tone_hz):
+        pos = math.log(fb.tone_hz / feedback_cfg.tone_min_hz) / math.log(
+            feedback_cfg.tone_max_hz / feedback_cfg.tone_min_hz)
+    if math.isfinite(pos):
+        prefs = np.linspace(0.0, 1.0, channels)
+        u[:channels] = np.exp(-0.5 * ((pos - prefs) / width) ** 2)
+    u[channels + 0] = float(fb.screen is Screen.GRATING)
+    u[channels + 1] = float(fb.screen is Screen.GREY)
+    u[channels + 2] = float(fb.screen is Screen.BLACK)
+    u[channels + 3] = float(fb.sound is Sound.WHITE_NOISE)
+    u[channels + 4] = float(fb.sound is Sound.TONE)
+    u[channels + 5] = float(fb.reward)
+    return u
+
+
+class Brain:
+    """The rate network and its plasticity; one :meth:`step` per imaging frame."""
+
+    def __init__(self, cfg: SimConfig, protocol: Protocol, state: MouseState, seed: int) -> None:
+        self.cfg = cfg
+        self.anatomy, _ = build_anatomy(cfg, protocol, state.anatomy_seed)
+        frame_rate_hz = protocol.imaging.frame_rate_hz
+        a = self.anatomy
+        if state.w_rec.shape != (a.n, a.n):
+            raise ValueError(f"carried W_rec has shape {state.w_rec.shape}, this brain has {a.n} units")
+        self.state = state
+        self.w = state.w_rec  # learned in place; MouseState owns it
+        self.rng = np.random.default_rng([seed, 1])
+        self.dt = 1.0 / frame_rate_hz
+        self.alpha = min(1.0, self.dt / (cfg.tau_ms / 1000.0))
+        self.xi_decay = math.exp(-self.dt / (cfg.noise_tau_ms / 1000.0))
+        self.xi_scale = cfg.noise_hz * math.sqrt(1.0 - self.xi_decay**2)
+        self.e_decay = math.exp(-self.dt / (cfg.eligibility_ms / 1000.0))
+        self.r = np.full(a.n, cfg.rest_rate_hz)
+        self.xi = self.rng.standard_normal(a.n) * cfg.noise_hz
+        self.x = np.zeros(a.n)
+        self.elig = np.zeros((a.n_bci, a.n))
+        self.instructive = np.zeros(a.n_bci)  # the dendritic signal s_i * delta, low-passed (for optics)
+        self.updates = 0
+        self.abs_change = 0.0
+        # Block noise draws: one generator call per 256 frames instead of per frame (speed).
+        self._noise = np.zeros((0, a.n))
+        self._k = 0
+
+    def _draw(self) -> np.ndarray:
+        if self._k >= len(self._noise):
+            self._noise = self.rng.standard_normal((256, self.anatomy.n))
+            self._k = 0
+        z = self._noise[self._k]
+        self._k += 1
+        return z
+
+    def step(self, u: np.ndarray) -> np.ndarray:
+        """Advance one frame under input ``u``; returns the rates (Hz) of all units."""
+        a = self.anatomy
+        cfg = self.cfg
+        self.xi *= self.xi_decay
+        self.xi += self.xi_scale * self._draw()
+        x = self.w @ self.r
+        x += a.w_in @ u
+        x += a.bias
+        x += self.xi
+        self.x = x
+        phi = np.clip(x, 0.0, cfg.max_rate_hz)
+        self.r += self.alpha * (phi - self.r)
+        rule = cfg.rule
+        if rule != "none":
+            nb = a.n_bci
+            self.elig *= self.e_decay
+            if rule == "scalar":
+                post = self.xi[:nb] / max(cfg.noise_hz, 1e-9)  # node perturbation: the unit's own fluctuation
+            else:
+                post = ((x[:nb] > 0) & (x[:nb] < cfg.max_rate_hz)).astype(float)  # f'(x)
+            self.elig += np.outer(post * self.dt, self.r)
+        self.instructive *= 0.9
+        return self.r
+
+    def outcome(self, reward: float) -> float:
+        """A trial ended with ``reward`` (1 hit, 0 miss): apply the rule; returns the prediction error."""
+        cfg = self.cfg
+        st = self.state
+        delta = reward - st.value
+        st.value += delta / cfg.value_trials
+        a = self.anatomy
+        if cfg.rule == "none":
+            return delta
+        if cfg.rule == "scalar":
+            dw = cfg.scalar_learning_rate * delta * self.elig
+        else:
+            gate = 1.0 - cfg.block_fraction if cfg.rule == "blocked" else 1.0
+            signal = a.sign * delta * gate
+            self.instructive += signal
+            dw = cfg.learning_rate * signal[:, None] * self.elig
+        rows = self.w[: a.n_bci]
+        new = np.clip(rows + dw, a.lo, a.hi)
+        self.abs_change += float(np.abs(new - rows).sum())
+        rows[...] = new
+        self.updates += 1
+        return delta
+
+
+def fresh_state(cfg: SimConfig, protocol: Protocol, anatomy_seed: int) -> MouseState:
+    """Day-1 state of a naive mouse."""
+    _, w = build_anatomy(cfg, protocol, anatomy_seed)
+    return MouseState(anatomy_seed=anatomy_seed, rule=cfg.rule, w_rec=w)
+
+
+def dale_violations(state: MouseState, cfg: SimConfig, protocol: Protocol) -> int:
+    """Number of weights whose sign contradicts their presynaptic unit's type (0 when Dale holds)."""
+    anatomy, _ = build_anatomy(cfg, protocol, state.anatomy_seed)
+    exc = anatomy.excitatory
+    w = state.w_rec
+    return int(np.sum(w[:, exc] < 0) + np.sum(w[:, ~exc] > 0))
+
+
+def is_trial_end(prev: Feedback | None, fb: Feedback) -> float | None:
+    """1.0 on a rewarded frame, 0.0 when a trial ends unrewarded (abort or timeout), else None."""
+    if fb.reward:
+        return 1.0
+    if prev is None or prev.state is not TrialState.ACTIVE:
+        return None
+    if fb.state in (TrialState.ABORT_HOLD, TrialState.ITI):
+        return 0.0
+    return None
