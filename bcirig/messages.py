@@ -125,6 +125,7 @@ class NodeState(enum.StrEnum):
 class ControlAction(enum.StrEnum):
     """Supervisor broadcasts on the control topic."""
 
+    START = "start"  # every node reported ready: begin
     SAFE = "safe"  # a node died: stop rewarding, grey the screen
     STOP = "stop"  # drain, publish a final heartbeat, exit
 
@@ -139,7 +140,8 @@ class Message:
     ARRAYS: ClassVar[tuple[str, ...]] = ()
 
     frame: int = -1
-    seq: int = 0
+    seq: int = 0  # per (publisher, topic); receivers count gaps
+    src: str = ""  # publishing node
     t_ns: dict[str, int] = field(default_factory=dict)
 
 
@@ -284,7 +286,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls for cls in (Frame, Readout, Feedback, Command, Ack, Event, Log, Heartbeat, Control)
 }
 
-_BASE_FIELDS = {"frame", "seq", "t_ns"}
+_BASE_FIELDS = {"frame", "seq", "src", "t_ns"}
 
 
 def _enum_fields(cls: type[Message]) -> dict[str, type[enum.Enum]]:
@@ -330,6 +332,7 @@ def encode(msg: Message) -> list[Any]:
         "kind": kind,
         "v": msg.VERSION,
         "seq": msg.seq,
+        "src": msg.src,
         "frame": msg.frame,
         "t_ns": msg.t_ns,
         "f": fields,
@@ -366,4 +369,4 @@ def decode(parts: typing.Sequence[Any]) -> Message:
     for (name, dtype, shape), part in zip(specs, parts[2:], strict=True):
         buf = part.buffer if hasattr(part, "buffer") else part
         kwargs[name] = np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape)
-    return cls(frame=header["frame"], seq=header["seq"], t_ns=header["t_ns"], **kwargs)
+    return cls(frame=header["frame"], seq=header["seq"], src=header.get("src", ""), t_ns=header["t_ns"], **kwargs)

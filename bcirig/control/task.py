@@ -161,7 +161,7 @@ class Task:
                 return self._feedback(frame, screen=Screen.GREY, norm=norm)
             self.trials.append(TrialRecord(trial=len(self.trials) + 1, start_frame=frame))
             self.trial_frame = 0
-            self._enter(TrialState.GREY)
+            self._enter(TrialState.GREY if self.p.trials.grey_frames > 0 else TrialState.ACTIVE)
             events.append(Event(frame=frame, name=EventKind.TRIAL_START, trial=self.trial_number))
         else:
             self.state_frame += 1
@@ -178,15 +178,12 @@ class Task:
 
     # ------------------------------------------------------------------------------------ states
     def _grey(self, frame: int, norm: float, events: list[Event], commands: list[Command]) -> Feedback:
+        fb = self._feedback(frame, screen=Screen.GREY, norm=norm)
         if self.trial_frame >= self.p.trials.grey_frames:
-            self._enter(TrialState.ACTIVE)
-            return self._active(frame, norm, events, commands)
-        return self._feedback(frame, screen=Screen.GREY, norm=norm)
+            self._enter(TrialState.ACTIVE)  # from the next frame on
+        return fb
 
     def _active(self, frame: int, norm: float, events: list[Event], commands: list[Command]) -> Feedback:
-        if self.trial_frame <= self.p.trials.grey_frames:
-            # still inside the grey start (entered from _grey on its last frame)
-            return self._feedback(frame, screen=Screen.GREY, norm=norm)
         assert self.calibration is not None
         threshold = self.calibration.threshold
         if math.isfinite(norm):
@@ -203,11 +200,12 @@ class Task:
                     frame, screen=Screen.GRATING, norm=norm, sound=self.p.outcomes.abort.sound
                 )
             self.angle = grating_angle(norm, threshold, self.p.feedback)
+        fb = self._feedback(frame, screen=Screen.GRATING, norm=norm)
         if self.trial_frame >= self.p.trials.length_frames:
             self._end_trial(frame, Outcome.TIMEOUT, events)
             to = self.p.outcomes.timeout
             self._start_iti(to.iti_frames, to.iti_screen, to.noise_at_iti_frame)
-        return self._feedback(frame, screen=Screen.GRATING, norm=norm)
+        return fb
 
     def _hit_hold(self, frame: int, norm: float, events: list[Event], commands: list[Command]) -> Feedback:
         hit = self.p.outcomes.hit
@@ -215,18 +213,20 @@ class Task:
         if reward:
             commands.extend(self._reward_commands(frame))
             self.trials[-1].reward_frame = frame
-        if self.state_frame >= hit.hold_frames:
-            self._start_iti(hit.iti_frames, hit.iti_screen, -1)
-        return self._feedback(
+        fb = self._feedback(
             frame, screen=Screen.GRATING, norm=norm, reward=reward and self.p.reward.opto != "instead_of_reward",
             opto=reward and self.p.reward.opto != "none",
         )
+        if self.state_frame >= hit.hold_frames:
+            self._start_iti(hit.iti_frames, hit.iti_screen, -1)
+        return fb
 
     def _abort_hold(self, frame: int, norm: float, events: list[Event], commands: list[Command]) -> Feedback:
         ab = self.p.outcomes.abort
+        fb = self._feedback(frame, screen=Screen.GRATING, norm=norm)
         if self.state_frame >= ab.hold_frames:
             self._start_iti(ab.iti_frames, ab.iti_screen, -1)
-        return self._feedback(frame, screen=Screen.GRATING, norm=norm)
+        return fb
 
     def _iti(self, frame: int, norm: float, events: list[Event], commands: list[Command]) -> Feedback:
         sound = Sound.WHITE_NOISE if self.state_frame == self.iti_noise_frame else Sound.NONE

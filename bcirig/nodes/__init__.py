@@ -1,1 +1,28 @@
-"""bcirig.nodes."""
+"""Nodes: one process each, wiring one stage to the bus (see bcirig.nodes.base for the life cycle)."""
+
+from __future__ import annotations
+
+import importlib
+
+from bcirig.nodes.base import Node, NodeSpec, node_main
+
+# kind -> (module, class); imported on use so a node process loads only what it runs.
+NODE_KINDS = {
+    "source": ("bcirig.nodes.source", "SourceNode"),
+    "pipeline": ("bcirig.nodes.pipeline", "PipelineNode"),
+    "task": ("bcirig.nodes.task", "TaskNode"),
+    "valve": ("bcirig.nodes.valve", "ValveNode"),
+    "recorder": ("bcirig.nodes.recorder", "RecorderNode"),
+}
+
+
+def node_class(kind: str) -> type[Node]:
+    """The Node subclass for ``kind``."""
+    if kind not in NODE_KINDS:
+        raise ValueError(f"unknown node kind {kind!r}; known: {', '.join(NODE_KINDS)}")
+    module, name = NODE_KINDS[kind]
+    cls: type[Node] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+__all__ = ["NODE_KINDS", "Node", "NodeSpec", "node_class", "node_main"]

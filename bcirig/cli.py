@@ -1,0 +1,147 @@
+"""``bcirig`` command line: run, demo, replay, validate, bench, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bcirig.schema import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RIG = ROOT / "hardware" / "rigs" / "sim.toml"
+DEMO_PROTOCOL = ROOT / "protocols" / "demo.toml"
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_session(args)[0]
+
+
+def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
+    from bcirig.summary import format_summary
+    from bcirig.supervisor import Supervisor
+
+    sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
+                     record_frames=False if args.no_frames else None, progress=sys.stderr)
+    print(f"bcirig: running {args.protocol} on rig {args.rig} ({args.mode}); writing {sup.data_dir}/",
+          file=sys.stderr)
+    result = sup.run()
+    if result.summary and "trials" in result.summary:
+        print(format_summary(result.summary, str(result.path)))
+    if not result.ok:
+        print(f"bcirig: session failed: {result.error}", file=sys.stderr)
+        print(f"bcirig: the file keeps everything up to the failure: {result.path}", file=sys.stderr)
+        return 1, result.path
+    return 0, result.path
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.protocol = str(DEMO_PROTOCOL)
+    code, latest = _run_session(args)
+    if code != 0:
+        return code
+    from bcirig.replay import replay
+
+    print()
+    rep = replay(latest)
+    print(rep.text())
+    print(f"\nReplay it yourself:  bcirig replay {latest}")
+    return 0 if rep.identical else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from bcirig.replay import main
+
+    return main(args.session)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from bcirig.config import load_protocol, load_rig
+
+    for path in args.files:
+        try:
+            is_rig = "rig" in tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            is_rig = False
+        (load_rig if is_rig else load_protocol)(path)
+        print(f"{path}: ok ({'rig' if is_rig else 'protocol'})")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from bcirig.bench import main
+
+    return int(main(args.rest))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bcirig.sim.campaign import main
+
+    return int(main(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="bcirig", description="Closed-loop optical BCI rig software.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def session_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--rig", default=str(DEFAULT_RIG), help="rig file (default: the simulated rig)")
+        sp.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
+                        help="realtime: paced at the imaging rate; lockstep: deterministic, as fast as possible")
+        sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
+        sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
+        sp.add_argument("--no-frames", action="store_true", help="do not store raw frames")
+
+    sp = sub.add_parser("run", help="run a session: supervisor + one process per node")
+    sp.add_argument("protocol")
+    session_args(sp)
+    sp.set_defaults(func=_run)
+
+    sp = sub.add_parser("demo", help="a ~2-minute simulated closed-loop session, then its replay check")
+    session_args(sp)
+    sp.set_defaults(func=_demo)
+
+    sp = sub.add_parser("replay", help="re-run a session file through the same stages and compare")
+    sp.add_argument("session")
+    sp.set_defaults(func=_replay)
+
+    sp = sub.add_parser("validate", help="check protocol and rig files without running anything")
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(func=_validate)
+
+    sp = sub.add_parser("bench", help="latency and throughput benchmarks (see --help of the subcommand)",
+                        add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=_bench)
+
+    sp = sub.add_parser("simulate", help="days of training of simulated mice", add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bcirig`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"bcirig: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bcirig: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a clear line instead of a traceback for the errors users can act on
+        from bcirig.recording import SessionFileError
+
+        if isinstance(exc, SessionFileError | FileNotFoundError):
+            print(f"bcirig: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Inline composition: the same stages as the live rig, called in one loop in one process (no ZeroMQ).
+
+Used by ``bcirig replay`` and by multi-day simulation. The loop is the lockstep order exactly: the
+mouse renders frame t having sensed the task's feedback on frame t-1, so an inline run and a lockstep
+multi-process run of the same seed make the same decisions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bcirig.interfaces import MouseStage, PipelineStage, TaskStage
+from bcirig.messages import Feedback, Frame
+from bcirig.recording import SessionWriter
+
+
+def run_inline(
+    mouse: MouseStage,
+    pipeline: PipelineStage,
+    task: TaskStage,
+    *,
+    writer: SessionWriter | None = None,
+    max_frames: int | None = None,
+    on_frame: Callable[[int, Feedback], None] | None = None,
+) -> dict[str, Any]:
+    """Run until the task is done (or ``max_frames``); returns the task's summary plus frame counts."""
+    feedback: Feedback | None = None
+    index = 0
+    t0 = time.perf_counter()
+    while not task.done and (max_frames is None or index < max_frames):
+        sim = mouse.step(feedback)
+        stamp = time.monotonic_ns()
+        readout = pipeline.process(sim.data, index)
+        readout.t_ns = {"source": stamp, **readout.t_ns}
+        step = task.step(readout)
+        out = time.monotonic_ns()
+        stamps = {"source": stamp, "arrive": readout.t_ns.get("arrive", stamp), "task_out": out}
+        step.feedback.t_ns = dict(stamps)
+        if writer is not None:
+            writer.write(Frame(frame=index, data=sim.data, truth=sim.truth, t_ns={"source": stamp}))
+            writer.write(readout)
+            for cmd in step.commands:
+                cmd.t_ns = dict(stamps)
+                writer.write(cmd)
+            writer.write(step.feedback)
+            for ev in step.events:
+                writer.write(ev)
+        feedback = step.feedback
+        if on_frame is not None:
+            on_frame(index, feedback)
+        index += 1
+    elapsed = time.perf_counter() - t0
+    summary: dict[str, Any] = dict(getattr(task, "summary", dict)())
+    summary.update(frames=index, seconds=elapsed, frames_per_s=index / elapsed if elapsed > 0 else float("nan"))
+    return summary

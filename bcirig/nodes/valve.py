@@ -1,0 +1,80 @@
+"""Valve node: device commands from the task go to the reward valve controller; acks and licks come back.
+
+The driver (bcirig.devices) does the limits and the I/O; this node only routes. It keeps the firmware's
+host watchdog fed with a ping when no command has gone out for a while, and after a SAFE broadcast it
+refuses every further reward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from bcirig.config import load_rig
+from bcirig.messages import Ack, Action, Command, Event, EventKind, Message
+from bcirig.nodes.base import Node, NodeSpec
+
+PING_S = 0.25
+
+
+class ValveNode(Node):
+    """Executes reward / opto commands on the rig's valve controller."""
+
+    def __init__(self, spec: NodeSpec) -> None:
+        super().__init__(spec)
+        from bcirig.devices import open_valve
+
+        self.stack = contextlib.ExitStack()
+        self.rig = load_rig(spec.rig_path)
+        self.device: Any = self.stack.enter_context(open_valve(self.rig.valve))
+        self.safe_state = False
+        self.last_io = time.monotonic()
+        self.frame = -1
+
+    def extra_poll(self) -> list[Any]:
+        fileno = getattr(self.device, "fileno", None)
+        fd = fileno() if callable(fileno) else None
+        return [fd] if isinstance(fd, int) and fd >= 0 else []
+
+    def on_message(self, msg: Message) -> None:
+        if not isinstance(msg, Command):
+            return
+        t_in = time.monotonic_ns()
+        self.frame = msg.frame
+        if self.safe_state:
+            ack = Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action, ok=False,
+                      error="refused: session in safe state")
+        else:
+            if msg.action is Action.REWARD:
+                dev = self.device.reward(msg.reward_ul)
+            elif msg.action is Action.OPTO:
+                dev = self.device.opto(msg.opto_ms)
+            elif msg.action is Action.REWARD_OPTO:
+                dev = self.device.reward_opto(msg.reward_ul, msg.opto_ms)
+            else:
+                dev = None
+            self.last_io = time.monotonic()
+            ack = Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action,
+                      ok=bool(getattr(dev, "ok", False)), error=str(getattr(dev, "error", "") or ""),
+                      open_ms=float(getattr(dev, "open_ms", 0.0) or 0.0),
+                      device_ms=int(getattr(dev, "device_ms", -1) if dev is not None else -1))
+        ack.t_ns = {"task_out": msg.t_ns.get("task_out", -1), "device_in": t_in}
+        self.pub.publish(ack, stamp="device_ack")
+        key = "acks_ok" if ack.ok else "acks_refused"
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def on_tick(self, now: float) -> None:
+        if now - self.last_io >= PING_S:
+            self.device.ping()
+            self.last_io = now
+        for lick in self.device.poll_licks():
+            self.pub.publish(Event(frame=self.frame, name=EventKind.LICK,
+                                   data={"device_ms": lick.device_ms, "host_ns": lick.t_ns}), stamp="sent")
+            self.counters["licks"] = self.counters.get("licks", 0) + 1
+
+    def on_safe(self, reason: str) -> None:
+        self.safe_state = True
+
+    def on_stop(self) -> None:
+        self.stack.close()

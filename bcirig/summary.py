@@ -1,0 +1,104 @@
+"""The one-screen session summary: trials, hits, frames, losses and per-stage latency, read from the file."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from bcirig.recording import SessionFile
+from bcirig.recording.layout import ACK_STAMPS, FEEDBACK_STAMPS, READOUT_STAMPS
+
+# (label, table, from-stamp, to-stamp)
+INTERVALS = [
+    ("frame transport (source -> pipeline)", "readout", "source", "arrive"),
+    ("registration", "readout", "arrive", "registered"),
+    ("ROI extraction", "readout", "registered", "extracted"),
+    ("F0, dF/F, decoder", "readout", "extracted", "decoded"),
+    ("frame arrival -> readout published", "readout", "arrive", "published"),
+    ("readout transport (pipeline -> task)", "feedback", "published", "task_in"),
+    ("task decision", "feedback", "task_in", "task_out"),
+    ("frame arrival -> feedback/command sent", "feedback", "arrive", "task_out"),
+    ("command -> valve acknowledged", "acks", "task_out", "device_ack"),
+]
+_STAMPS = {"readout": READOUT_STAMPS, "feedback": FEEDBACK_STAMPS, "acks": ACK_STAMPS}
+
+
+def latency_stats(sf: SessionFile) -> dict[str, dict[str, float]]:
+    """Median, p99 and max (ms) of each stage interval over all frames that carry both stamps."""
+    out: dict[str, dict[str, float]] = {}
+    cache: dict[str, np.ndarray] = {}
+    for label, table, a, b in INTERVALS:
+        if table not in cache:
+            cache[table] = sf.table(table)["t_ns"]
+        t = cache[table]
+        names = _STAMPS[table]
+        if t.size == 0:
+            continue
+        ta, tb = t[:, names.index(a)], t[:, names.index(b)]
+        ok = (ta > 0) & (tb > 0)
+        if not ok.any():
+            continue
+        d = (tb[ok] - ta[ok]) / 1e6
+        out[label] = {"n": int(d.size), "median_ms": float(np.median(d)),
+                      "p99_ms": float(np.percentile(d, 99)), "max_ms": float(d.max())}
+    return out
+
+
+def session_summary(sf: SessionFile) -> dict[str, Any]:
+    """Counts and latencies of a (finished or running) session."""
+    trials = sf.table("trials")
+    outcomes = [o.decode() for o in trials["outcome"]]
+    hits = outcomes.count("hit")
+    readout = sf.table("readout")
+    feedback = sf.table("feedback")
+    nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
+                                                       strict=True)}
+    frames_published = nodes.get("source", {}).get("frames", -1)
+    events = sf.events()
+    calib = next((e["data"] for e in events if e["name"] == "calibration"), {})
+    hit_frames = trials["frames"][np.array(outcomes) == "hit"] if hits else np.array([])
+    acks = sf.table("acks")
+    return {
+        "complete": bool(sf.attrs.get("complete", False)),
+        "trials": len(outcomes),
+        "hits": hits,
+        "aborts": outcomes.count("abort"),
+        "timeouts": outcomes.count("timeout"),
+        "hit_rate": hits / len(outcomes) if outcomes else float("nan"),
+        "median_frames_to_hit": float(np.median(hit_frames)) if hits else float("nan"),
+        "threshold": calib.get("threshold", float("nan")),
+        "target_hit_fraction": calib.get("target_fraction", float("nan")),
+        "frames_published": frames_published,
+        "frames_processed": int(readout["frame"].size),
+        "frames_decided": int(feedback["frame"].size),
+        "bad_frames": int((~readout["valid"]).sum()) if readout["valid"].size else 0,
+        "rewards_acknowledged": int(acks["ok"].sum()) if acks["ok"].size else 0,
+        "dropped_messages": int(sum(c.get("gaps", 0) for c in nodes.values())),
+        "late_frames": int(nodes.get("source", {}).get("late_frames", 0)),
+        "latency": latency_stats(sf),
+    }
+
+
+def _fmt(x: float, spec: str = ".3f") -> str:
+    return "n/a" if isinstance(x, float) and math.isnan(x) else format(x, spec)
+
+
+def format_summary(s: dict[str, Any], path: str = "") -> str:
+    """A one-screen text rendering of :func:`session_summary`."""
+    lines = [f"Session {path}" if path else "Session", ""]
+    lines.append(f"  trials {s['trials']}   hits {s['hits']}   aborts {s['aborts']}   timeouts {s['timeouts']}"
+                 f"   hit rate {_fmt(s['hit_rate'], '.0%')} (calibrated for {_fmt(s['target_hit_fraction'], '.0%')})")
+    lines.append(f"  threshold {_fmt(s['threshold'], '.4f')} dF/F above baseline minimum;"
+                 f" median frames to hit {_fmt(s['median_frames_to_hit'], '.0f')}")
+    lines.append(f"  frames published {s['frames_published']}   processed {s['frames_processed']}"
+                 f"   decided {s['frames_decided']}   bad {s['bad_frames']}   late {s['late_frames']}")
+    lines.append(f"  dropped messages {s['dropped_messages']}   rewards acknowledged {s['rewards_acknowledged']}"
+                 f"   file complete: {'yes' if s['complete'] else 'NO'}")
+    lines.append("")
+    lines.append(f"  {'latency per stage':44s} {'median':>9s} {'p99':>9s} {'max':>9s}  (ms)")
+    for label, st in s["latency"].items():
+        lines.append(f"  {label:44s} {st['median_ms']:9.3f} {st['p99_ms']:9.3f} {st['max_ms']:9.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,308 @@
+"""The supervisor: validates the configuration, starts one process per node, watches them, stops safely.
+
+Control plane: a ROUTER socket collects each node's READY; a PUB socket broadcasts START, SAFE and STOP
+(and the supervisor's own heartbeat, which nodes wait for before they report ready). If a node dies or
+falls silent, the supervisor broadcasts SAFE (the task stops rewarding and greys the screen, the valve
+refuses commands), then STOP; the recorder drains and closes the file; one line names the node and its
+error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import zmq
+
+from bcirig.bus import Publisher, Subscriber, endpoints
+from bcirig.config import load_protocol, load_rig
+from bcirig.messages import (
+    Control,
+    ControlAction,
+    Event,
+    EventKind,
+    Feedback,
+    Heartbeat,
+    Log,
+    NodeState,
+    Phase,
+    Topic,
+)
+from bcirig.nodes import NodeSpec
+from bcirig.recording import SessionFile
+from bcirig.setup import prepare_setup
+from bcirig.summary import session_summary
+
+NODES = ("source", "pipeline", "task", "valve", "recorder")
+WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {  # upstream, topics, drain_from
+    "source": (["task"], ["feedback", "event"], []),
+    "pipeline": (["source"], ["frame"], ["source"]),
+    "task": (["pipeline"], ["readout"], ["pipeline"]),
+    "valve": (["task"], ["command"], ["task"]),
+    "recorder": (["source", "pipeline", "task", "valve"],
+                 ["frame", "readout", "feedback", "command", "ack", "event"],
+                 ["source", "pipeline", "task", "valve"]),
+}
+STARTUP_TIMEOUT_S = 60.0
+SILENCE_TIMEOUT_S = 5.0
+EXIT_TIMEOUT_S = 15.0
+
+
+class SessionError(RuntimeError):
+    """The session could not start or did not end cleanly; the message names the node and the cause."""
+
+
+@dataclass
+class SessionResult:
+    """How a session ended."""
+
+    path: Path
+    ok: bool
+    error: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def new_session_dir(data_dir: Path, subject: str) -> Path:
+    """``<data_dir>/<subject>/<YYYY-MM-DD>_<n>``, n counting up from 1."""
+    day = dt.date.today().isoformat()
+    base = data_dir / subject
+    n = 1
+    while (base / f"{day}_{n}").exists():
+        n += 1
+    path = base / f"{day}_{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Supervisor:
+    """Runs one session as a set of node processes."""
+
+    def __init__(
+        self,
+        protocol_path: str | Path,
+        rig_path: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        subject: str = "sim",
+        mode: str = "realtime",
+        record_frames: bool | None = None,
+        node_options: dict[str, dict[str, Any]] | None = None,
+        carried: dict[str, Any] | None = None,
+        progress: TextIO | None = None,
+    ) -> None:
+        self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
+        self.rig = load_rig(rig_path)
+        if mode not in ("realtime", "lockstep"):
+            raise ValueError(f"mode must be 'realtime' or 'lockstep', not {mode!r}")
+        self.protocol_path, self.rig_path = str(protocol_path), str(rig_path)
+        self.data_dir = Path(data_dir or self.rig.rig.data_dir)
+        self.subject, self.mode = subject, mode
+        self.record_frames = record_frames
+        self.node_options = node_options or {}
+        self.carried = carried
+        self.progress = progress
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.last_seen: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+        self.failure = ""
+        self.session_dir = Path()
+        self.session_path = Path()
+
+    # ------------------------------------------------------------------ set-up
+    def _specs(self, run_dir: Path, eps: dict[str, str], control: str, setup_path: Path) -> list[NodeSpec]:
+        specs = []
+        for name in NODES:
+            upstream, topics, drain = WIRING[name]
+            opts = dict(self.node_options.get(name, {}))
+            if name in ("task", "recorder") and self.carried:
+                opts["carried"] = json.dumps(self.carried)
+            if name == "recorder":
+                opts["subject"] = self.subject
+                if self.record_frames is not None:
+                    opts["record_frames"] = self.record_frames
+            specs.append(NodeSpec(
+                name=name, kind=name, run_dir=str(run_dir), endpoints=eps, control=control, upstream=upstream,
+                topics=topics, drain_from=drain, protocol_path=str(Path(self.protocol_path).resolve()),
+                rig_path=str(Path(self.rig_path).resolve()), setup_path=str(setup_path),
+                session_path=str(self.session_path), mode=self.mode, options=opts,
+            ))
+        return specs
+
+    def _start(self, specs: list[NodeSpec], log_dir: Path) -> None:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for spec in specs:
+            path = spec.save()
+            log = open(log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 - owned by the child for its lifetime
+            self.procs[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", "bcirig.nodes", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+            log.close()
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> SessionResult:
+        """Run the session to its end (or failure); returns where the file is and how it went."""
+        self.session_dir = new_session_dir(self.data_dir, self.subject)
+        self.session_path = self.session_dir / "session.h5"
+        setup = prepare_setup(self.protocol, self.rig)
+        setup_path = self.session_dir / "setup.npz"
+        setup.save(setup_path)
+        run_dir = Path(tempfile.mkdtemp(prefix="bcirig-"))  # short path: ipc endpoints are length-limited
+        ctx = zmq.Context()
+        try:
+            eps = endpoints(run_dir, (*NODES, "supervisor"), self.rig.bus)
+            control = f"ipc://{run_dir / 'control'}" if self.rig.bus.transport == "ipc" else \
+                f"tcp://{self.rig.bus.host}:{self.rig.bus.base_port + len(NODES) + 1}"
+            pub = Publisher(ctx, eps["supervisor"], "supervisor")
+            router = ctx.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.bind(control)
+            sub = Subscriber(ctx, [eps[n] for n in NODES], [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT, Topic.FEEDBACK])
+            self._start(self._specs(run_dir, eps, control, setup_path), self.session_dir)
+            try:
+                self._await_ready(pub, router, sub)
+                pub.publish(Control(action=ControlAction.START))
+                self._monitor(pub, sub)
+            except SessionError as exc:
+                self.failure = self.failure or str(exc)
+            self._shutdown(pub, sub)
+            pub.close()
+            sub.close()
+            router.close()
+        finally:
+            ctx.term()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return self._result()
+
+    def _poll_messages(self, sub: Subscriber, timeout_ms: float) -> list[Any]:
+        out = []
+        if sub.sock.poll(timeout_ms):
+            while (msg := sub.recv()) is not None:
+                self.last_seen[msg.src] = time.monotonic()
+                if isinstance(msg, Log) and msg.level == "error":
+                    self.errors[msg.src] = msg.text
+                out.append(msg)
+        return out
+
+    def _check_processes(self, allow_exit: bool = False) -> None:
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and (code != 0 or not allow_exit):
+                err = self.errors.get(name, "no error message")
+                raise SessionError(f"node '{name}' died ({_describe_exit(code)}): {err}; "
+                                   f"log: {self.session_dir / (name + '.log')}")
+
+    def _await_ready(self, pub: Publisher, router: zmq.Socket, sub: Subscriber) -> None:
+        ready: set[str] = set()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while ready < set(NODES):
+            pub.publish(Heartbeat(node="supervisor", state=NodeState.STARTING))
+            if router.poll(50):
+                ident, _msg = router.recv_multipart()
+                ready.add(ident.decode())
+            self._poll_messages(sub, 0)
+            self._check_processes()
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(set(NODES) - ready))
+                raise SessionError(f"nodes not ready after {STARTUP_TIMEOUT_S:.0f} s: {missing}")
+
+    def _monitor(self, pub: Publisher, sub: Subscriber) -> None:
+        started = time.monotonic()
+        self.last_seen = {n: started for n in NODES}
+        next_beat = next_print = 0.0
+        latest: Feedback | None = None
+        hits = 0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                pub.publish(Heartbeat(node="supervisor", state=NodeState.RUNNING))
+                next_beat = now + 0.1
+            for msg in self._poll_messages(sub, 100):
+                if isinstance(msg, Feedback):
+                    latest = msg
+                elif isinstance(msg, Event):
+                    if msg.name is EventKind.TRIAL_END and msg.data.get("outcome") == "hit":
+                        hits += 1
+                    if msg.name in (EventKind.SESSION_END, EventKind.SAFE_STATE):
+                        if msg.name is EventKind.SAFE_STATE:
+                            self.failure = self.failure or f"task went safe: {msg.data.get('reason', '')}"
+                        self._print_progress(latest, hits, final=True)
+                        return
+            self._check_processes()
+            silent = [n for n, t in self.last_seen.items() if now - t > SILENCE_TIMEOUT_S]
+            if silent:
+                raise SessionError(f"node '{silent[0]}' silent for more than {SILENCE_TIMEOUT_S:.0f} s (hung?)")
+            if now >= next_print:
+                self._print_progress(latest, hits)
+                next_print = now + (1.0 if self.progress is not None and self.progress.isatty() else 10.0)
+
+    def _print_progress(self, fb: Feedback | None, hits: int, final: bool = False) -> None:
+        if self.progress is None or fb is None:
+            return
+        p = self.protocol
+        if fb.phase is Phase.BASELINE:
+            text = f"baseline {fb.frame + 1}/{p.baseline.frames} frames"
+        else:
+            text = f"trial {fb.trial}/{p.trials.count}  hits {hits}"
+        line = f"  frame {fb.frame + 1:6d}  {text}"
+        if self.progress.isatty():
+            self.progress.write("\r" + line.ljust(60) + ("\n" if final else ""))
+        else:
+            self.progress.write(line + "\n")
+        self.progress.flush()
+
+    def _shutdown(self, pub: Publisher, sub: Subscriber) -> None:
+        if self.failure:
+            pub.publish(Control(action=ControlAction.SAFE, reason=self.failure))
+            # give the task a moment to publish its safe state so the file records it
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                if any(isinstance(m, Event) and m.name is EventKind.SAFE_STATE for m in self._poll_messages(sub, 50)):
+                    break
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
+            pub.publish(Control(action=ControlAction.STOP, reason=self.failure or "session complete"))
+            self._poll_messages(sub, 200)
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                self.failure = self.failure or f"node '{name}' did not stop within {EXIT_TIMEOUT_S:.0f} s; killed"
+            elif proc.returncode != 0 and not self.failure:
+                err = self.errors.get(name, "no error message")
+                self.failure = f"node '{name}' died ({_describe_exit(proc.returncode)}): {err}"
+
+    def _result(self) -> SessionResult:
+        summary: dict[str, Any] = {}
+        if self.session_path.exists():
+            try:
+                with SessionFile(self.session_path) as sf:
+                    summary = session_summary(sf)
+            except (OSError, ValueError, KeyError) as exc:
+                summary = {"error": f"could not read {self.session_path}: {exc}"}
+            if summary.get("complete"):
+                import h5py
+
+                with h5py.File(self.session_path, "a") as f:
+                    f.attrs["summary"] = json.dumps(summary, allow_nan=True)
+                    f.attrs["failure"] = self.failure
+        return SessionResult(path=self.session_path, ok=not self.failure, error=self.failure, summary=summary)
