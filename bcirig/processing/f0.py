@@ -1,0 +1,169 @@
+"""Baseline fluorescence F0 per ROI, updated every frame over a sliding window.
+
+Every rule sees the same window: the last ``window`` valid frames *including the current one*, starting
+at session start (so the baseline seeds it). While fewer frames than ``window`` exist, all frames so far
+are used. Values are kept in float64.
+
+* :class:`PercentileF0` — the CLOOSE rule (Francioni 2026): the p-th percentile, numerically identical to
+  ``np.percentile(window, p)`` with its default linear interpolation. Each ROI keeps its window sorted;
+  a frame costs one bisect-delete and one bisect-insert per ROI (O(log w) compares plus a memmove),
+  never a sort of the window.
+* :class:`RunningMeanF0` — the HoloBMI rule: mean over the window, by a running sum.
+* :class:`KdeModeF0` — Mitani & Komiyama 2018: the mode of a Gaussian kernel density estimate of the
+  window (Silverman bandwidth, evaluated on a binned grid). Costs O(window) per ROI per frame.
+"""
+
+from __future__ import annotations
+
+import bisect
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from bcirig.config import Protocol
+
+
+class F0Rule(ABC):
+    """A per-ROI baseline that takes one new value per ROI each frame and returns the current F0."""
+
+    def __init__(self, n_rois: int, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"F0 window must be >= 1 frame, got {window}")
+        self.n_rois, self.window = n_rois, window
+        self._ring = np.zeros((window, n_rois), np.float64)  # last `window` values, oldest at _head
+        self._count = 0  # frames seen so far (saturates nowhere; the window length is min(count, window))
+        self._head = 0
+
+    @property
+    def filled(self) -> int:
+        """Number of frames currently in the window."""
+        return min(self._count, self.window)
+
+    def _push(self, values: np.ndarray) -> np.ndarray | None:
+        """Store the new row; return the row that fell out of the window, or None while warming up."""
+        old = self._ring[self._head].copy() if self._count >= self.window else None
+        self._ring[self._head] = values
+        self._head = (self._head + 1) % self.window
+        self._count += 1
+        return old
+
+    def window_values(self) -> np.ndarray:
+        """The current window, shape (filled, n_rois), oldest first (for tests and inspection)."""
+        if self._count < self.window:
+            return self._ring[: self._count].copy()
+        return np.roll(self._ring, -self._head, axis=0)
+
+    @abstractmethod
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Add this frame's values (n_rois,) and return F0 (n_rois,) float64 over the new window."""
+
+
+def percentile_sorted(s: list[float], q: float) -> float:
+    """``np.percentile(s, 100*q)`` (linear method) of an already sorted list, with numpy's exact arithmetic."""
+    n = len(s)
+    virtual = (n - 1) * q
+    prev = int(np.floor(virtual))
+    if virtual >= n - 1:
+        return s[-1]
+    if virtual < 0:
+        return s[0]
+    a, b = s[prev], s[prev + 1]
+    gamma = virtual - prev
+    diff = b - a
+    # numpy's _lerp: interpolate from the nearer end so the result is exact at both ends
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+class PercentileF0(F0Rule):
+    """p-th percentile over the sliding window (CLOOSE), incremental, equal to ``np.percentile``."""
+
+    def __init__(self, n_rois: int, window: int, percentile: float) -> None:
+        super().__init__(n_rois, window)
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        self.q = float(np.true_divide(percentile, 100))  # the same division np.percentile does
+        self._sorted: list[list[float]] = [[] for _ in range(n_rois)]
+
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Add one frame and return the percentile of each ROI's window."""
+        new = np.asarray(values, np.float64)
+        old = self._push(new)
+        out = np.empty(self.n_rois, np.float64)
+        q, bl, ins, pct = self.q, bisect.bisect_left, bisect.insort, percentile_sorted
+        if old is None:
+            for i, (s, x) in enumerate(zip(self._sorted, new.tolist(), strict=True)):
+                ins(s, x)
+                out[i] = pct(s, q)
+        else:
+            for i, (s, o, x) in enumerate(zip(self._sorted, old.tolist(), new.tolist(), strict=True)):
+                del s[bl(s, o)]  # `o` is in the list: it is the value pushed `window` frames ago
+                ins(s, x)
+                out[i] = pct(s, q)
+        return out
+
+
+class RunningMeanF0(F0Rule):
+    """Mean over the sliding window (HoloBMI's 2-minute running mean)."""
+
+    def __init__(self, n_rois: int, window: int) -> None:
+        super().__init__(n_rois, window)
+        self._sum = np.zeros(n_rois, np.float64)
+
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Add one frame and return the window mean."""
+        new = np.asarray(values, np.float64)
+        old = self._push(new)
+        self._sum += new
+        if old is not None:
+            self._sum -= old
+        if self._count % self.window == 0:
+            # re-add from scratch once per window so rounding error of the running sum cannot accumulate
+            self._sum = self._ring.sum(axis=0)
+        return self._sum / self.filled
+
+
+class KdeModeF0(F0Rule):
+    """Mode of a Gaussian KDE of the window (Mitani & Komiyama 2018), on a grid of ``bins`` points."""
+
+    def __init__(self, n_rois: int, window: int, bins: int = 256) -> None:
+        super().__init__(n_rois, window)
+        self.bins = bins
+
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Add one frame and return the KDE mode of each ROI's window."""
+        self._push(np.asarray(values, np.float64))
+        win = self._ring[: self.filled]
+        return np.array([kde_mode(win[:, i], self.bins) for i in range(self.n_rois)])
+
+
+def kde_mode(x: np.ndarray, bins: int = 256) -> float:
+    """Mode of a Gaussian KDE with Silverman's bandwidth: histogram on a grid, smoothed, arg-max."""
+    lo, hi = float(x.min()), float(x.max())
+    n = len(x)
+    if n < 2 or hi <= lo:
+        return lo
+    sd = float(x.std(ddof=1))
+    iqr = float(np.subtract(*np.percentile(x, [75, 25])))
+    spread = min(sd, iqr / 1.349) if iqr > 0 else sd
+    bw = 0.9 * spread * n ** (-0.2) if spread > 0 else (hi - lo) / bins
+    pad = 3 * bw
+    edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    hist, _ = np.histogram(x, edges)
+    step = edges[1] - edges[0]
+    half = max(1, int(np.ceil(3 * bw / step)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) * step / bw) ** 2)
+    density = np.convolve(hist.astype(np.float64), k, mode="same")
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    return float(centers[int(np.argmax(density))])
+
+
+def make_f0_rule(protocol: Protocol, n_rois: int) -> F0Rule:
+    """The F0 rule named by ``protocol.readout.f0``, with the window ``protocol.f0_window_frames``."""
+    cfg, window = protocol.readout.f0, protocol.f0_window_frames
+    if cfg.kind == "percentile":
+        return PercentileF0(n_rois, window, cfg.percentile)
+    if cfg.kind == "running_mean":
+        return RunningMeanF0(n_rois, window)
+    if cfg.kind == "kde_mode":
+        return KdeModeF0(n_rois, window)
+    raise ValueError(f"unknown F0 rule {cfg.kind!r}")
