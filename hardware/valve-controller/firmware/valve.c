@@ -366,13 +366,13 @@ static void cmd_reward(int32_t seq, const char *verb, int32_t req_ms, int32_t op
         begin_error(seq, "RANGE");
         return;
     }
-    if (valve_left || (opto_ms >= 0 && opto_left)) {
-        begin_error(seq, "BUSY");
-        return;
-    }
     if (rewarded_once && (uint32_t)(t - last_reward_ms) < min_interval_ms) {
         begin_error(seq, "INTERVAL");
         put_kv("wait", min_interval_ms - (t - last_reward_ms));
+        return;
+    }
+    if (valve_left || (opto_ms >= 0 && opto_left)) {
+        begin_error(seq, "BUSY");
         return;
     }
     uint16_t open = (uint16_t)req_ms > max_open_ms ? max_open_ms : (uint16_t)req_ms;
