@@ -103,7 +103,8 @@ def replay(path: str | Path, progress: TextIO | None = None, chunk: int = 256) -
                 rep.frames += 1
                 r = ro_row[fi]
                 rep.readouts_compared += 1
-                if not (_same(readout.readout, rec_ro["readout"][r]) and bool(readout.valid) == bool(rec_ro["valid"][r])):
+                same_valid = bool(readout.valid) == bool(rec_ro["valid"][r])
+                if not (_same(readout.readout, rec_ro["readout"][r]) and same_valid):
                     rep.readout_mismatches += 1
                     _note(rep, f"frame {fi}: readout {readout.readout!r} != recorded {rec_ro['readout'][r]!r}")
                 if fi in fb_row:

@@ -54,7 +54,11 @@ def make_mouse(protocol: Protocol, rig: Rig, state: Any = None) -> Any:
     """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
     from bcirig.sim import SimulatedMouse, parse_sim_config
 
+    import dataclasses
+
     config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
+    # A session renders frames for the real pipeline, whatever level the table sets for sweeps.
+    config = dataclasses.replace(config, level="pixels")
     return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state)
 
 

@@ -76,6 +76,7 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
         "frames_decided": int(feedback["frame"].size),
         "bad_frames": int((~readout["valid"]).sum()) if readout["valid"].size else 0,
         "rewards_acknowledged": int(acks["ok"].sum()) if acks["ok"].size else 0,
+        "rewards_refused": int((~acks["ok"]).sum()) if acks["ok"].size else 0,
         "dropped_messages": int(sum(c.get("gaps", 0) for c in nodes.values())),
         "late_frames": int(nodes.get("source", {}).get("late_frames", 0)),
         "latency": latency_stats(sf),
@@ -96,6 +97,7 @@ def format_summary(s: dict[str, Any], path: str = "") -> str:
     lines.append(f"  frames published {s['frames_published']}   processed {s['frames_processed']}"
                  f"   decided {s['frames_decided']}   bad {s['bad_frames']}   late {s['late_frames']}")
     lines.append(f"  dropped messages {s['dropped_messages']}   rewards acknowledged {s['rewards_acknowledged']}"
+                 f" (refused by the valve's limits: {s['rewards_refused']})"
                  f"   file complete: {'yes' if s['complete'] else 'NO'}")
     lines.append("")
     lines.append(f"  {'latency per stage':44s} {'median':>9s} {'p99':>9s} {'max':>9s}  (ms)")

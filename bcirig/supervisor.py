@@ -230,7 +230,7 @@ class Supervisor:
         self.last_seen = {n: started for n in NODES}
         next_beat = next_print = 0.0
         latest: Feedback | None = None
-        hits = 0
+        hits = trials = 0
         while True:
             now = time.monotonic()
             if now >= next_beat:
@@ -240,29 +240,30 @@ class Supervisor:
                 if isinstance(msg, Feedback):
                     latest = msg
                 elif isinstance(msg, Event):
-                    if msg.name is EventKind.TRIAL_END and msg.data.get("outcome") == "hit":
-                        hits += 1
+                    if msg.name is EventKind.TRIAL_END:
+                        trials += 1
+                        hits += msg.data.get("outcome") == "hit"
                     if msg.name in (EventKind.SESSION_END, EventKind.SAFE_STATE):
                         if msg.name is EventKind.SAFE_STATE:
                             self.failure = self.failure or f"task went safe: {msg.data.get('reason', '')}"
-                        self._print_progress(latest, hits, final=True)
+                        self._print_progress(latest, trials, hits, final=True)
                         return
             self._check_processes()
             silent = [n for n, t in self.last_seen.items() if now - t > SILENCE_TIMEOUT_S]
             if silent:
                 raise SessionError(f"node '{silent[0]}' silent for more than {SILENCE_TIMEOUT_S:.0f} s (hung?)")
             if now >= next_print:
-                self._print_progress(latest, hits)
+                self._print_progress(latest, trials, hits)
                 next_print = now + (1.0 if self.progress is not None and self.progress.isatty() else 10.0)
 
-    def _print_progress(self, fb: Feedback | None, hits: int, final: bool = False) -> None:
+    def _print_progress(self, fb: Feedback | None, trials: int, hits: int, final: bool = False) -> None:
         if self.progress is None or fb is None:
             return
         p = self.protocol
         if fb.phase is Phase.BASELINE:
             text = f"baseline {fb.frame + 1}/{p.baseline.frames} frames"
         else:
-            text = f"trial {fb.trial}/{p.trials.count}  hits {hits}"
+            text = f"trials done {trials}/{p.trials.count}  hits {hits}"
         line = f"  frame {fb.frame + 1:6d}  {text}"
         if self.progress.isatty():
             self.progress.write("\r" + line.ljust(60) + ("\n" if final else ""))

@@ -36,6 +36,21 @@ def _stamps(t_ns: dict[str, int], names: tuple[str, ...]) -> list[int]:
     return [int(t_ns.get(n, -1)) for n in names]
 
 
+def _column(values: list[Any], dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Stack one column's values; a cell of the wrong size (a rejected frame's empty arrays) becomes NaN/0."""
+    try:
+        return np.array(values, dtype=dtype).reshape(len(values), *shape)
+    except ValueError:
+        out = np.zeros((len(values), *shape), dtype=dtype)
+        if out.dtype.kind == "f":
+            out[:] = np.nan
+        for i, v in enumerate(values):
+            arr = np.asarray(v)
+            if arr.size == int(np.prod(shape)):
+                out[i] = arr.reshape(shape)
+        return out
+
+
 class SessionWriter:
     """Appends bus messages to a session file; one instance per session, used by the recorder node or inline."""
 
@@ -167,7 +182,7 @@ class SessionWriter:
             g = self.f[table]
             n0 = g[cols[0][0]].shape[0]
             for i, (name, dtype, shape) in enumerate(cols):
-                data = np.array([r[i] for r in rows], dtype=dtype).reshape(len(rows), *shape)
+                data = _column([r[i] for r in rows], dtype, shape)
                 ds = g[name]
                 ds.resize(n0 + len(rows), axis=0)
                 ds[n0:] = data

@@ -1,0 +1,67 @@
+"""Wire format: every message survives the round trip; bad input gets a named error."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bcirig.messages import (
+    Action,
+    Command,
+    Event,
+    EventKind,
+    Feedback,
+    Frame,
+    Phase,
+    Readout,
+    Screen,
+    WireError,
+    decode,
+    encode,
+)
+
+
+def roundtrip(msg):
+    return decode([bytes(p) for p in encode(msg)])
+
+
+def test_frame_array_travels_as_raw_buffer_and_comes_back_equal():
+    data = np.arange(2 * 8 * 6, dtype=np.uint16).reshape(2, 8, 6)
+    parts = encode(Frame(frame=41, data=data, truth={"shift": [0.5, -1.0]}, t_ns={"source": 123}))
+    assert len(parts) == 3 and bytes(parts[2]) == data.tobytes()  # no header wrapping around the pixels
+    back = decode([bytes(p) for p in parts])
+    assert back.frame == 41 and back.t_ns == {"source": 123} and back.truth == {"shift": [0.5, -1.0]}
+    np.testing.assert_array_equal(back.data, data)
+    assert back.data.dtype == np.uint16
+
+
+def test_readout_feedback_command_event_roundtrip_with_enums_and_nan():
+    r = roundtrip(Readout(frame=3, F=np.array([1.5, 2.5], np.float32), readout=float("nan"), valid=False,
+                          error="frame 3: shape"))
+    assert np.isnan(r.readout) and r.valid is False and r.F.tolist() == [1.5, 2.5]
+    f = roundtrip(Feedback(frame=9, phase=Phase.CLOSED_LOOP, screen=Screen.GRATING, angle_deg=45.0, reward=True))
+    assert f.phase is Phase.CLOSED_LOOP and f.screen is Screen.GRATING and f.angle_deg == 45.0 and f.reward
+    c = roundtrip(Command(frame=2, command_id=7, action=Action.REWARD_OPTO, reward_ul=4.0))
+    assert c.action is Action.REWARD_OPTO and c.command_id == 7
+    e = roundtrip(Event(frame=5, name=EventKind.TRIAL_END, trial=2, data={"outcome": "hit"}))
+    assert e.name is EventKind.TRIAL_END and e.data == {"outcome": "hit"}
+
+
+def test_header_is_plain_json_naming_kind_and_version():
+    header = json.loads(bytes(encode(Readout(frame=1))[1]))
+    assert header["kind"] == "readout" and header["v"] == 1 and header["frame"] == 1
+
+
+def test_wrong_version_unknown_kind_and_missing_buffers_are_named():
+    topic, head, *bufs = [bytes(p) for p in encode(Readout(frame=1))]
+    h = json.loads(head)
+    h["v"] = 99
+    with pytest.raises(WireError, match="'readout' has version 99"):
+        decode([topic, json.dumps(h).encode(), *bufs])
+    h["v"], h["kind"] = 1, "pickle"
+    with pytest.raises(WireError, match="unknown message kind 'pickle'"):
+        decode([topic, json.dumps(h).encode(), *bufs])
+    with pytest.raises(WireError, match="5 array"):
+        decode([topic, head])
+    with pytest.raises(WireError, match="malformed"):
+        decode([topic, b"\x80garbage"])
