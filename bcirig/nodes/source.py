@@ -30,6 +30,8 @@ class SourceNode(Node):
         self.finished = False
         self.t0 = 0.0
         self.late = 0
+        # Fault injection for tests: frames published with the wrong shape, as a misconfigured scanner would.
+        self.bad_frames = {int(i) for i in spec.options.get("bad_frame_at", [])}
 
     def on_start(self) -> None:
         self.t0 = time.monotonic()
@@ -65,7 +67,8 @@ class SourceNode(Node):
     def _produce(self) -> None:
         sim = self.mouse.step(self.feedback)
         self.check_crash(self.index)
-        msg = Frame(frame=self.index, data=sim.data, truth=sim.truth)
+        data = sim.data[..., : sim.data.shape[-1] // 2] if self.index in self.bad_frames else sim.data
+        msg = Frame(frame=self.index, data=data, truth=sim.truth)
         self.pub.publish(msg, stamp="source")
         self.index += 1
         self.counters["frames"] = self.index

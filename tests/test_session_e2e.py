@@ -1,0 +1,145 @@
+"""The real multi-process session: supervisor, five node processes, ZeroMQ, HDF5; then replay.
+
+These run in lockstep mode (deterministic, as fast as the machine allows) on a short protocol.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from bcirig.compose import run_inline
+from bcirig.config import load_protocol, load_rig
+from bcirig.control import Task
+from bcirig.processing import Pipeline, RoiSet
+from bcirig.recording import SessionFile
+from bcirig.replay import replay
+from bcirig.setup import make_mouse
+from bcirig.supervisor import Supervisor
+from tests.conftest import ROOT
+
+PROTOCOL = ROOT / "tests" / "configs" / "e2e.toml"
+RIG = ROOT / "hardware" / "rigs" / "sim.toml"
+
+pytestmark = pytest.mark.slow
+
+
+def run_session(tmp_path, **kw):
+    return Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="lockstep", **kw).run()
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    result = run_session(tmp_path_factory.mktemp("e2e"))
+    assert result.ok, result.error
+    return result
+
+
+def test_session_file_holds_every_frame_readout_and_decision(session):
+    s = session.summary
+    assert s["complete"] and s["trials"] == 4 and s["dropped_messages"] == 0 and s["bad_frames"] == 0
+    with SessionFile(session.path) as sf:
+        ro, fb = sf.table("readout"), sf.table("feedback")
+        n = s["frames_published"]
+        assert sf.frames().shape == (n, 1, 96, 96)
+        assert ro["frame"].tolist() == list(range(n)) == fb["frame"].tolist()
+        assert ro["F"].shape == (n, 6) and np.isfinite(ro["F"]).all()
+        # baseline then closed loop, phases in order
+        phases = [p.decode() for p in fb["phase"]]
+        assert phases[:300] == ["baseline"] * 300 and phases[300] == "closed_loop"
+        # 200 calibration windows, and the threshold lets at most half of them reach it
+        cal = sf.table("calibration_windows")
+        calib = next(e for e in sf.events() if e["name"] == "calibration")["data"]
+        assert len(cal["maximum"]) == 200
+        assert np.mean(cal["maximum"] >= calib["threshold"]) <= 0.5
+        # the recorded readout is the baseline-min-referenced value the task used
+        closed = fb["phase"] == b"closed_loop"
+        np.testing.assert_allclose(fb["readout_norm"][closed], ro["readout"][closed] - calib["baseline_min"])
+        # each hit's reward command is on the 3rd frame of its hold, and it was acknowledged
+        trials = sf.table("trials")
+        hits = trials["outcome_frame"][trials["outcome"] == b"hit"]
+        cmds = sf.table("commands")
+        assert cmds["frame"].tolist() == (hits + 2).tolist()
+        acks = sf.table("acks")
+        assert acks["command_id"].tolist() == cmds["command_id"].tolist()
+        # motion correction against the simulator's ground truth (integer-pixel brain motion)
+        truth = sf.table("truth")["shift"]
+        err = np.abs(ro["shift"] + truth)  # registration reports the correction, opposite to the motion
+        err2 = np.abs(ro["shift"] - truth)
+        assert min(np.median(err), np.median(err2)) < 0.5
+        # per-stage stamps present on every frame, in causal order
+        t = ro["t_ns"]
+        assert (np.diff(t, axis=1) >= 0).all()
+        assert json.loads(sf.attrs["summary"])["trials"] == 4
+        assert sf.attrs["protocol"] == PROTOCOL.read_text()
+
+
+def test_replay_of_the_recorded_session_is_identical(session):
+    rep = replay(session.path)
+    assert rep.identical, rep.text()
+    assert rep.readouts_compared == session.summary["frames_processed"]
+    assert rep.trials_replayed == 4
+
+
+def test_inline_composition_makes_the_same_decisions_as_the_processes(session):
+    protocol = load_protocol(PROTOCOL)
+    rig = load_rig(RIG)
+    mouse = make_mouse(protocol, rig)
+    rois = mouse.rois()
+    pipeline = Pipeline(protocol, rois, mouse.reference_image())
+    task = Task(protocol)
+    readouts = []
+    pipeline_process = pipeline.process
+
+    def spy(frame, index):
+        r = pipeline_process(frame, index)
+        readouts.append(r.readout)
+        return r
+
+    pipeline.process = spy  # type: ignore[method-assign]
+    summary = run_inline(mouse, pipeline, task)
+    with SessionFile(session.path) as sf:
+        live = sf.table("readout")["readout"]
+        trials = sf.table("trials")
+    n = min(len(live), len(readouts))
+    assert n >= summary["frames"] - 1
+    np.testing.assert_array_equal(np.asarray(readouts[:n]), live[:n])
+    assert [t.outcome.value for t in task.trials] == [o.decode() for o in trials["outcome"]]
+    assert RoiSet.from_arrays(rois.to_arrays()).names == rois.names
+
+
+def test_bad_frames_are_counted_and_reported_without_stopping_the_session(tmp_path):
+    result = run_session(tmp_path, node_options={"source": {"bad_frame_at": [50, 51, 400]}})
+    assert result.ok, result.error
+    assert result.summary["bad_frames"] == 3
+    with SessionFile(result.path) as sf:
+        ro = sf.table("readout")
+        bad = np.flatnonzero(~ro["valid"]).tolist()
+        assert bad == [50, 51, 400]
+        assert b"shape" in ro["error"][50]
+        assert np.isnan(ro["readout"][50]) and np.isfinite(ro["readout"][52])
+
+
+def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
+    result = run_session(tmp_path, node_options={"pipeline": {"crash_at_frame": 350}})
+    assert not result.ok
+    assert "node 'pipeline' died (exit code 1): RuntimeError: injected failure at frame 350" in result.error
+    with SessionFile(result.path) as sf:
+        assert sf.attrs["complete"]  # the recorder drained and closed the file
+        ro = sf.table("readout")
+        assert ro["frame"].tolist() == list(range(350))
+        events = sf.events()
+        assert any(e["name"] == "safe_state" for e in events)
+        safe_frame = next(e["frame"] for e in events if e["name"] == "safe_state")
+        assert all(f <= safe_frame for f in sf.table("commands")["frame"])
+        assert sf.table("feedback")["screen"][-1] == b"grey"
+
+
+def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
+    result = run_session(tmp_path, node_options={"recorder": {"crash_at_frame": 320, "crash_how": "kill"}})
+    assert not result.ok and "node 'recorder' died (killed by signal SIGKILL)" in result.error
+    with SessionFile(result.path) as sf:
+        assert not sf.attrs["complete"]
+        frames = sf.table("readout")["frame"]
+        assert frames.tolist() == list(range(len(frames)))  # a clean prefix, nothing torn
+        assert sf.frames().shape[0] >= len(frames) - 1
