@@ -6,8 +6,9 @@ matrix indexed in *frame* coordinates; reading the frame moved by an integer shi
 just the same matrix applied to the flat buffer starting ``(margin + iy) * padded_width + margin + ix``
 elements later — no index arithmetic per frame and no interpolation of the frame.
 
-* F: weighted mean of the ROI's pixels, sampled at the subpixel shift by bilinear weights
-  (four products of the small ROI operator, one per neighbouring integer shift).
+* F: weighted mean of the ROI's pixels (sum of weight x pixel / sum of weights), sampled at the
+  subpixel shift by bilinear weights (four products of the small ROI operator, one per neighbouring
+  integer shift).
 * neuropil: mean of an annulus ``inner < distance to the ROI <= outer`` (pixels) that excludes the
   pixels of every ROI on that plane, read at the nearest integer shift (the annulus is wide and smooth,
   so a sub-pixel move changes it by far less than its noise).
@@ -64,13 +65,16 @@ class Extractor:
             occupied[r.plane, r.y[r.w > 0], r.x[r.w > 0]] = True
         roi_rows, np_rows = [], []
         for r in rois:
-            roi_rows.append((self._columns(r.plane, r.y, r.x), r.w / r.w.sum()))
+            roi_rows.append((self._columns(r.plane, r.y, r.x), r.w))
             ny, nx = neuropil_pixels(r, occupied[r.plane], neuropil_inner, neuropil_outer)
-            np_rows.append((self._columns(r.plane, ny, nx), np.full(len(ny), 1.0 / len(ny))))
+            np_rows.append((self._columns(r.plane, ny, nx), np.ones(len(ny))))
         self.groups = groups if groups is not None else [np.arange(self.n)]
         self._roi_ops = [self._operator([roi_rows[i] for i in g]) for g in self.groups]
         self._np_ops = [self._operator([np_rows[i] for i in g]) for g in self.groups]
         self.neuropil_npix = np.array([len(c) for c, _ in np_rows])
+        # sums of unit weights are exact in float32, so a flat ROI of 100 reads exactly 100
+        self._roi_norm = [np.array([roi_rows[i][1].sum() for i in g], np.float32) for g in self.groups]
+        self._np_norm = [self.neuropil_npix[g].astype(np.float32) for g in self.groups]
 
     def _columns(self, plane: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         return plane * self.hp * self.wp + y.astype(np.int64) * self.wp + x.astype(np.int64)
@@ -102,7 +106,8 @@ class Extractor:
         f = np.empty(self.n, np.float32)
         npl = np.empty(self.n, np.float32)
         lim = self.margin - 1
-        for g, roi_op, np_op, (dy, dx) in zip(self.groups, self._roi_ops, self._np_ops, shifts, strict=True):
+        for k, (g, roi_op, np_op) in enumerate(zip(self.groups, self._roi_ops, self._np_ops, strict=True)):
+            dy, dx = shifts[k]
             dy, dx = min(max(dy, -lim), lim), min(max(dx, -lim), lim)
             iy, ix = int(np.floor(dy)), int(np.floor(dx))
             fy, fx = np.float32(dy - iy), np.float32(dx - ix)
@@ -113,6 +118,6 @@ class Extractor:
                 acc += roi_op @ self._view(iy + 1, ix) * (fy * (1 - fx))
                 if fx:
                     acc += roi_op @ self._view(iy + 1, ix + 1) * (fy * fx)
-            f[g] = acc
-            npl[g] = np_op @ self._view(round(dy), round(dx))
+            f[g] = acc / self._roi_norm[k]
+            npl[g] = (np_op @ self._view(round(dy), round(dx))) / self._np_norm[k]
         return f, npl
