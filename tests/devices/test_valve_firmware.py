@@ -99,7 +99,7 @@ class LossyPort:
             self._dropped = True
             return bytes(rest)
         self._held = bytearray(rest)
-        return line + b"\n"
+        return bytes(line) + b"\n"
 
     def close(self) -> None:
         self._port.close()
