@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ def roiset(groups: list[str], plane: int = 0) -> RoiSet:
     )
 
 
-def decode(decoder: str, groups: list[str], dff: list[float], **kw: str) -> float:
+def decode(decoder: str, groups: list[str], dff: list[float], **kw: Any) -> float:
     protocol = make_protocol(decoder=decoder, **kw)
     dec = make_decoder(protocol, roiset(groups))
     return dec.decode(np.array(dff), np.array(dff))

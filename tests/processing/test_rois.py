@@ -77,8 +77,8 @@ def test_to_arrays_round_trip_is_exact() -> None:
         Roi.mask("dü", 1, w, group="none", kind="dendrite", parent="s1"),
     ])
     arrays = rois.to_arrays()
-    for name, a in arrays.items():
-        assert a.dtype.kind in "iufS", name  # numeric or fixed-width bytes only (HDF5 datasets)
+    for name, arr in arrays.items():
+        assert arr.dtype.kind in "iufS", name  # numeric or fixed-width bytes only (HDF5 datasets)
     back = RoiSet.from_arrays(arrays)
     assert back.names == rois.names and back.groups == rois.groups
     for a, b in zip(rois, back, strict=True):
