@@ -1,5 +1,6 @@
 """bcirig.devices: device drivers, their simulated twins, and the valve firmware emulator."""
 
+from bcirig.devices.commands import execute_command
 from bcirig.devices.emulator import EmulatorError, PinEvent, ValveEmulator
 from bcirig.devices.factory import open_valve
 from bcirig.devices.valve import (
@@ -23,5 +24,6 @@ __all__ = [
     "ValveError",
     "ValveLimits",
     "ValveStatus",
+    "execute_command",
     "open_valve",
 ]

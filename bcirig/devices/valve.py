@@ -230,9 +230,10 @@ class _ValveBase:
         reply, *_ = self._exchange(Verb.PING)
         return reply.fields["t"]
 
-    def close_valve(self) -> None:
+    def close_valve(self) -> ValveAck:
         """Close the valve and stop the opto pulse now."""
-        self._exchange(Verb.CLOSE)
+        reply, t0, t1, n = self._exchange(Verb.CLOSE)
+        return self._ack(reply, t0, t1, n, 0.0)
 
     def calibrate(self, n: int, ms: float) -> list[ValveAck]:
         """Open the valve ``n`` times for ``ms`` each (weigh the water to get ms_per_ul)."""

@@ -213,3 +213,21 @@ def test_open_valve_serial_names_a_missing_port() -> None:
     cfg = ValveConfig(kind="serial", port="/dev/does-not-exist-valve")
     with pytest.raises(ValveError, match="/dev/does-not-exist-valve"), open_valve(cfg):
         pass
+
+
+def test_execute_command_maps_actions_to_acks() -> None:
+    from bcirig.devices import execute_command
+    from bcirig.messages import Action, Command
+
+    clock = FakeClock()
+    valve = SimulatedValveController(ms_per_ul=10.0, clock_ns=clock)
+    valve.set_limits(500, 100, 2000)
+    cmd = Command(frame=7, command_id=1, action=Action.REWARD_OPTO, reward_ul=2.0, opto_ms=15.0, t_ns={"task": 5})
+    ack = execute_command(valve, cmd)
+    assert (ack.frame, ack.command_id, ack.action, ack.ok, ack.open_ms) == (7, 1, Action.REWARD_OPTO, True, 20.0)
+    assert ack.t_ns["task"] == 5 and ack.t_ns["valve_ack"] >= ack.t_ns["valve_sent"]
+    refused = execute_command(valve, Command(command_id=2, action=Action.REWARD, reward_ul=2.0))
+    assert not refused.ok and refused.error.startswith("INTERVAL")
+    invalid = execute_command(valve, Command(command_id=3, action=Action.OPTO, opto_ms=math.nan))
+    assert not invalid.ok and "opto" in invalid.error
+    assert execute_command(valve, Command(command_id=4, action=Action.CLOSE)).ok

@@ -192,3 +192,18 @@ def test_roundtrip_tool_numbers() -> None:
     result = tool.measure(pings=50, pulses=5, pulse_ms=50)
     assert result["ping_round_trip_ms"]["median"] < 50
     assert result["pulse_error_ms"]["max_abs"] < 1.0
+
+
+def test_emulator_runs_in_real_time(firmware_rig: FirmwareRig) -> None:
+    """Simulated time may not run ahead of the wall clock, or baud rate and ms timing would be fake."""
+    import time
+
+    firmware_rig.valve.set_limits(500, 0, 2000)
+    since = firmware_rig.mark()
+    t0 = time.monotonic()
+    assert firmware_rig.valve.open_valve(300).ok
+    close = firmware_rig.emu.wait_for_pin("valve", 0, since=since)
+    wall_s = time.monotonic() - t0
+    opened = firmware_rig.emu.wait_for_pin("valve", 1, since=since)
+    assert (close.t_us - opened.t_us) / 1000 == pytest.approx(300, abs=1)
+    assert wall_s >= 0.295
