@@ -110,8 +110,8 @@ def test_lost_reply_is_retried_without_a_second_reward(firmware_rig: FirmwareRig
     valve = ValveController(lossy, ms_per_ul=MS_PER_UL, timeout_s=0.2, retries=2)
     since = firmware_rig.mark()
     ack = valve.open_valve(40)
-    assert ack.ok and ack.attempts == 2
-    assert lossy.writes[0] == lossy.writes[1]  # the retry re-sent the same seq and line
+    assert ack.ok and ack.attempts >= 2
+    assert len(set(lossy.writes)) == 1  # every retry re-sent the same seq and line  # the retry re-sent the same seq and line
     firmware_rig.wait_pulses("valve", 1, since)
     assert firmware_rig.valve.status().rewards == 1
     assert firmware_rig.pulse_count("valve", since) == 1

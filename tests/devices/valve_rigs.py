@@ -117,7 +117,10 @@ class FirmwareRig:
             assert time.monotonic() < deadline
 
     def inject_lick(self, duration_ms: float) -> None:
+        # Wait for the release too, so a following injection cannot overlap this one.
+        since = self.emu.mark()
         self.emu.inject_lick(duration_ms)
+        self.emu.wait_for_pin("lick", 0, since=since)
 
     def wait_licks(self, n: int, timeout_s: float = 5.0) -> list[Lick]:
         licks: list[Lick] = []
