@@ -207,6 +207,14 @@ static int rx_byte(void)
     return c;
 }
 
+/* 16-bit values shared with the tick are read with interrupts off: the AVR reads them a byte at a time. */
+static uint16_t read16(volatile uint16_t *p)
+{
+    uint16_t v;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { v = *p; }
+    return v;
+}
+
 static uint32_t millis(void)
 {
     uint32_t t;
@@ -354,7 +362,7 @@ static int32_t leading_seq(const char *line, const char **rest)
 /* ----------------------------------------------------------------------------------------- commands */
 static void wait_tick_consumed(void)
 {
-    while (valve_request || opto_request)
+    while (read16(&valve_request) || read16(&opto_request))
         idle_until_interrupt();
 }
 
@@ -371,7 +379,7 @@ static void cmd_reward(int32_t seq, const char *verb, int32_t req_ms, int32_t op
         put_kv("wait", min_interval_ms - (t - last_reward_ms));
         return;
     }
-    if (valve_left || (opto_ms >= 0 && opto_left)) {
+    if (read16(&valve_left) || (opto_ms >= 0 && read16(&opto_left))) {
         begin_error(seq, "BUSY");
         return;
     }
@@ -387,7 +395,7 @@ static void cmd_reward(int32_t seq, const char *verb, int32_t req_ms, int32_t op
         begin_error(seq, "WATCHDOG");
         return;
     }
-    last_reward_ms = valve_open_at;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { last_reward_ms = valve_open_at; }
     rewarded_once = 1;
     reward_count++;
     begin_reply(seq);
@@ -397,7 +405,7 @@ static void cmd_reward(int32_t seq, const char *verb, int32_t req_ms, int32_t op
     put_kv("req", (uint32_t)req_ms);
     if (opto_ms > 0)
         put_kv("opto", (uint32_t)opto_ms);
-    put_kv("t", valve_open_at);
+    put_kv("t", last_reward_ms);
 }
 
 static void cmd_opto(int32_t seq, int32_t ms)
@@ -406,16 +414,18 @@ static void cmd_opto(int32_t seq, int32_t ms)
         begin_error(seq, "RANGE");
         return;
     }
-    if (opto_left) {
+    if (read16(&opto_left)) {
         begin_error(seq, "BUSY");
         return;
     }
-    opto_request = (uint16_t)ms;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { opto_request = (uint16_t)ms; }
     wait_tick_consumed();
+    uint32_t opened;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) { opened = opto_open_at; }
     begin_reply(seq);
     put_str(" OK O");
     put_kv("opto", (uint32_t)ms);
-    put_kv("t", opto_open_at);
+    put_kv("t", opened);
 }
 
 static void reply_limits(int32_t seq)
@@ -448,8 +458,8 @@ static void cmd_status(int32_t seq)
 {
     begin_reply(seq);
     put_str(" OK S");
-    put_kv("valve", valve_left ? 1 : 0);
-    put_kv("opto", opto_left ? 1 : 0);
+    put_kv("valve", read16(&valve_left) ? 1 : 0);
+    put_kv("opto", read16(&opto_left) ? 1 : 0);
     put_kv("t", millis());
     put_kv("rewards", reward_count);
     put_kv("licks", lick_count);
