@@ -22,7 +22,11 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     from bcirig.supervisor import Supervisor
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
-                     record_frames=False if args.no_frames else None, progress=sys.stderr)
+                     record_frames=False if args.no_frames else None, progress=sys.stderr,
+                     carried={} if args.fresh else None)
+    if sup.carried:
+        print(f"bcirig: {args.subject}: carrying forward {sup.carried} (use --fresh to start afresh)",
+              file=sys.stderr)
     print(f"bcirig: running {args.protocol} on rig {args.rig} ({args.mode}); writing {sup.data_dir}/",
           file=sys.stderr)
     result = sup.run()
@@ -37,6 +41,7 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
 
 def _demo(args: argparse.Namespace) -> int:
     args.protocol = str(DEMO_PROTOCOL)
+    args.fresh = True  # the demo is the same every time: no calibration carried from an earlier demo
     code, latest = _run_session(args)
     if code != 0:
         return code
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
         sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
         sp.add_argument("--no-frames", action="store_true", help="do not store raw frames")
+        sp.add_argument("--fresh", action="store_true",
+                        help="ignore the subject's carried-forward calibration (state.json)")
 
     sp = sub.add_parser("run", help="run a session: supervisor + one process per node")
     sp.add_argument("protocol")

@@ -93,6 +93,23 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def subject_state_path(data_dir: Path, subject: str) -> Path:
+    """Where a subject's carried-forward state (yesterday's calibration) is kept."""
+    return data_dir / subject / "state.json"
+
+
+def load_subject_state(data_dir: Path, subject: str) -> dict[str, Any] | None:
+    """The subject's carried state, or None on its first day."""
+    path = subject_state_path(data_dir, subject)
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SessionError(f"{path}: not valid JSON ({exc}); fix or delete it to start the subject afresh") from None
+    return state.get("carry_forward") if isinstance(state, dict) else None
+
+
 class Supervisor:
     """Runs one session as a set of node processes."""
 
@@ -118,7 +135,9 @@ class Supervisor:
         self.subject, self.mode = subject, mode
         self.record_frames = record_frames
         self.node_options = node_options or {}
-        self.carried = carried
+        # Yesterday's calibration travels with the subject unless the caller says otherwise.
+        self.carried = carried if carried is not None else load_subject_state(self.data_dir, subject)
+        self.carry_forward: dict[str, Any] | None = None
         self.progress = progress
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.last_seen: dict[str, float] = {}
@@ -243,6 +262,8 @@ class Supervisor:
                     if msg.name is EventKind.TRIAL_END:
                         trials += 1
                         hits += msg.data.get("outcome") == "hit"
+                    if msg.name is EventKind.SESSION_END:
+                        self.carry_forward = msg.data.get("carry_forward")
                     if msg.name in (EventKind.SESSION_END, EventKind.SAFE_STATE):
                         if msg.name is EventKind.SAFE_STATE:
                             self.failure = self.failure or f"task went safe: {msg.data.get('reason', '')}"
@@ -306,4 +327,7 @@ class Supervisor:
                 with h5py.File(self.session_path, "a") as f:
                     f.attrs["summary"] = json.dumps(summary, allow_nan=True)
                     f.attrs["failure"] = self.failure
+            if self.carry_forward and not self.failure:
+                state = {"carry_forward": self.carry_forward, "last_session": str(self.session_path)}
+                subject_state_path(self.data_dir, self.subject).write_text(json.dumps(state, indent=1))
         return SessionResult(path=self.session_path, ok=not self.failure, error=self.failure, summary=summary)

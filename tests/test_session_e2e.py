@@ -143,3 +143,18 @@ def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
         frames = sf.table("readout")["frame"]
         assert frames.tolist() == list(range(len(frames)))  # a clean prefix, nothing torn
         assert sf.frames().shape[0] >= len(frames) - 1
+
+
+def test_day_two_carries_the_calibration_and_difficulty_never_drops(session):
+    data_dir = session.path.parents[2]
+    state = json.loads((data_dir / "sim" / "state.json").read_text())
+    day1_z = state["carry_forward"]["threshold_z"]
+    result = Supervisor(PROTOCOL, RIG, data_dir=data_dir, mode="lockstep").run()
+    assert result.ok, result.error
+    assert result.path.parent.name.endswith("_2")  # second session of the day for this subject
+    with SessionFile(result.path) as sf:
+        calib = next(e for e in sf.events() if e["name"] == "calibration")["data"]
+        assert json.loads(sf.attrs["carried"])["threshold_z"] == day1_z
+    assert calib["carried_z"] == day1_z
+    assert calib["threshold_z"] >= day1_z - 1e-9
+    assert calib["threshold"] >= calib["threshold_today"]

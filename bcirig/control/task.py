@@ -157,7 +157,8 @@ class Task:
                 self.phase = Phase.DONE
                 self.state = TrialState.NONE
                 events.append(self._phase_event(frame))
-                events.append(Event(frame=frame, name=EventKind.SESSION_END, data=self.summary()))
+                data = {**self.summary(), "carry_forward": self.carry_forward()}
+                events.append(Event(frame=frame, name=EventKind.SESSION_END, data=data))
                 return self._feedback(frame, screen=Screen.GREY, norm=norm)
             self.trials.append(TrialRecord(trial=len(self.trials) + 1, start_frame=frame))
             self.trial_frame = 0
