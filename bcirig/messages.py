@@ -327,7 +327,7 @@ def encode(msg: Message) -> list[Any]:
     for name in msg.ARRAYS:
         arr = np.ascontiguousarray(getattr(msg, name))
         arrays.append((name, arr.dtype.str, arr.shape))
-        buffers.append(memoryview(arr).cast("B") if arr.size else b"")
+        buffers.append(arr.data.cast("B") if arr.size else b"")
     header = {
         "kind": kind,
         "v": msg.VERSION,

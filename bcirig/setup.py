@@ -36,7 +36,9 @@ class Setup:
     def save(self, path: str | Path) -> None:
         """Write as .npz (arrays only)."""
         truth = np.array([f"{k}:{'x'.join(map(str, s)) or '-'}:{d}" for k, (s, d) in self.truth_fields.items()])
-        np.savez(path, reference=self.reference, _truth=truth, **{f"roi_{k}": v for k, v in self.rois.items()})
+        arrays: dict[str, np.ndarray] = {"reference": self.reference, "_truth": truth}
+        arrays.update({f"roi_{k}": v for k, v in self.rois.items()})
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
 
     @classmethod
     def load(cls, path: str | Path) -> Setup:
@@ -52,9 +54,9 @@ class Setup:
 
 def make_mouse(protocol: Protocol, rig: Rig, state: Any = None) -> Any:
     """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
-    from bcirig.sim import SimulatedMouse, parse_sim_config
-
     import dataclasses
+
+    from bcirig.sim import SimulatedMouse, parse_sim_config
 
     config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
     # A session renders frames for the real pipeline, whatever level the table sets for sweeps.

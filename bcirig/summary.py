@@ -58,7 +58,7 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
                                                        strict=True)}
     frames_published = nodes.get("source", {}).get("frames", -1)
     events = sf.events()
-    calib = next((e["data"] for e in events if e["name"] == "calibration"), {})
+    calib: dict[str, Any] = next((e["data"] for e in events if e["name"] == "calibration"), {})
     hit_frames = trials["frames"][np.array(outcomes) == "hit"] if hits else np.array([])
     acks = sf.table("acks")
     return {

@@ -19,6 +19,7 @@ supervisor turns that into the session's one-line failure message.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -199,7 +200,7 @@ class Node:
             ):
                 break
             timeout_ms = max(0.0, (min(self.next_wakeup(now), self.next_heartbeat) - now) * 1000)
-            events = dict(self.poller.poll(timeout_ms))
+            events = dict(self.poller.poll(math.ceil(timeout_ms)))  # round up: never spin
             if self.sub.sock in events:
                 for _ in range(1000):  # bounded batch so ticks and heartbeats still happen under load
                     msg = self.sub.recv()

@@ -138,7 +138,7 @@ class SessionWriter:
             self.frame_buffer.append(np.array(msg.data))
             self.frame_index_buffer.append((msg.frame, msg.t_ns.get("source", -1)))
         if len(self.columns["truth"]) > 1 and msg.truth:
-            row = [msg.frame]
+            row: list[Any] = [msg.frame]
             for name, dtype, shape in self.columns["truth"][1:]:
                 row.append(np.asarray(msg.truth.get(name, np.zeros(shape)), dtype=dtype).reshape(shape))
             self._row("truth", tuple(row))
