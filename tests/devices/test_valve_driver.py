@@ -231,3 +231,10 @@ def test_execute_command_maps_actions_to_acks() -> None:
     invalid = execute_command(valve, Command(command_id=3, action=Action.OPTO, opto_ms=math.nan))
     assert not invalid.ok and "opto" in invalid.error
     assert execute_command(valve, Command(command_id=4, action=Action.CLOSE)).ok
+
+
+def test_both_implementations_satisfy_the_reward_valve_contract() -> None:
+    from bcirig.interfaces import RewardValve
+
+    assert isinstance(SimulatedValveController(ms_per_ul=1.0, clock_ns=FakeClock()), RewardValve)
+    assert isinstance(ValveController(ModelPort(FakeClock()), ms_per_ul=1.0), RewardValve)

@@ -111,7 +111,7 @@ def test_lost_reply_is_retried_without_a_second_reward(firmware_rig: FirmwareRig
     since = firmware_rig.mark()
     ack = valve.open_valve(40)
     assert ack.ok and ack.attempts >= 2
-    assert len(set(lossy.writes)) == 1  # every retry re-sent the same seq and line  # the retry re-sent the same seq and line
+    assert len(set(lossy.writes)) == 1  # every retry re-sent the same seq and line
     firmware_rig.wait_pulses("valve", 1, since)
     assert firmware_rig.valve.status().rewards == 1
     assert firmware_rig.pulse_count("valve", since) == 1
