@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "avr_ioport.h"
+#include "avr_uart.h"
 #include "sim_avr.h"
 #include "sim_cycle_timers.h"
 #include "sim_elf.h"
@@ -168,6 +169,13 @@ int main(int argc, char **argv)
 
     uart_pty_init(avr, &uart_pty);
     uart_pty_connect(&uart_pty, '0');
+    /* simavr usleep()s whenever the firmware reads UCSR0A with nothing pending (meant for polling
+     * loops); the RX interrupt reads it for every byte, and each such sleep costs ~0.1 ms of wall
+     * time per byte. Pacing is ours, so turn that off. */
+    uint32_t uart_flags = 0;
+    avr_ioctl(avr, AVR_IOCTL_UART_GET_FLAGS('0'), &uart_flags);
+    uart_flags &= ~(uint32_t)(AVR_UART_FLAG_POOL_SLEEP | AVR_UART_FLAG_STDIO);
+    avr_ioctl(avr, AVR_IOCTL_UART_SET_FLAGS('0'), &uart_flags);
 
     /* Hold the slave side open in raw mode: with the default cooked mode the pty would echo the
      * firmware's own output back into it before the host configures the port, and with no slave open
