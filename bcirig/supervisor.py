@@ -52,6 +52,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {  # upstream, topic
     "recorder": (["source", "pipeline", "task", "valve"],
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["source", "pipeline", "task", "valve"]),
+    "display": (["task"], ["feedback"], ["task"]),
 }
 STARTUP_TIMEOUT_S = 60.0
 SILENCE_TIMEOUT_S = 5.0
@@ -145,12 +146,15 @@ class Supervisor:
         self.failure = ""
         self.session_dir = Path()
         self.session_path = Path()
+        self.nodes: tuple[str, ...] = NODES + (("display",) if self.rig.display.kind == "qt" else ())
 
     # ------------------------------------------------------------------ set-up
     def _specs(self, run_dir: Path, eps: dict[str, str], control: str, setup_path: Path) -> list[NodeSpec]:
         specs = []
-        for name in NODES:
+        for name in self.nodes:
             upstream, topics, drain = WIRING[name]
+            if name == "recorder" and "display" in self.nodes:  # for its final counters
+                upstream, drain = [*upstream, "display"], [*drain, "display"]
             opts = dict(self.node_options.get(name, {}))
             if name in ("task", "recorder") and self.carried:
                 opts["carried"] = json.dumps(self.carried)
@@ -188,14 +192,15 @@ class Supervisor:
         run_dir = Path(tempfile.mkdtemp(prefix="bcirig-"))  # short path: ipc endpoints are length-limited
         ctx = zmq.Context()
         try:
-            eps = endpoints(run_dir, (*NODES, "supervisor"), self.rig.bus)
+            eps = endpoints(run_dir, (*self.nodes, "supervisor"), self.rig.bus)
             control = f"ipc://{run_dir / 'control'}" if self.rig.bus.transport == "ipc" else \
-                f"tcp://{self.rig.bus.host}:{self.rig.bus.base_port + len(NODES) + 1}"
+                f"tcp://{self.rig.bus.host}:{self.rig.bus.base_port + len(self.nodes) + 1}"
             pub = Publisher(ctx, eps["supervisor"], "supervisor")
             router = ctx.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
             router.bind(control)
-            sub = Subscriber(ctx, [eps[n] for n in NODES], [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT, Topic.FEEDBACK])
+            sub = Subscriber(ctx, [eps[n] for n in self.nodes],
+                             [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT, Topic.FEEDBACK])
             self._start(self._specs(run_dir, eps, control, setup_path), self.session_dir)
             try:
                 self._await_ready(pub, router, sub)
@@ -233,7 +238,7 @@ class Supervisor:
     def _await_ready(self, pub: Publisher, router: zmq.Socket, sub: Subscriber) -> None:
         ready: set[str] = set()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while ready < set(NODES):
+        while ready < set(self.nodes):
             pub.publish(Heartbeat(node="supervisor", state=NodeState.STARTING))
             if router.poll(50):
                 ident, _msg = router.recv_multipart()
@@ -241,12 +246,12 @@ class Supervisor:
             self._poll_messages(sub, 0)
             self._check_processes()
             if time.monotonic() > deadline:
-                missing = ", ".join(sorted(set(NODES) - ready))
+                missing = ", ".join(sorted(set(self.nodes) - ready))
                 raise SessionError(f"nodes not ready after {STARTUP_TIMEOUT_S:.0f} s: {missing}")
 
     def _monitor(self, pub: Publisher, sub: Subscriber) -> None:
         started = time.monotonic()
-        self.last_seen = {n: started for n in NODES}
+        self.last_seen = {n: started for n in self.nodes}
         next_beat = next_print = 0.0
         latest: Feedback | None = None
         hits = trials = 0

@@ -158,3 +158,18 @@ def test_day_two_carries_the_calibration_and_difficulty_never_drops(session):
     assert calib["carried_z"] == day1_z
     assert calib["threshold_z"] >= day1_z - 1e-9
     assert calib["threshold"] >= calib["threshold_today"]
+
+
+def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path):
+    rig = ROOT / "tests" / "configs" / "rig-qt.toml"
+    result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep",
+                        node_options={"display": {"size": [160, 120]}}).run()
+    assert result.ok, result.error
+    with SessionFile(result.path) as sf:
+        nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
+                                                           strict=True)}
+        fb = sf.table("feedback")
+    display = nodes["display"]
+    assert display["feedback_shown"] == len(fb["frame"])
+    assert display["grating_frames"] == int((fb["screen"] == b"grating").sum()) > 0
+    assert display["repaints"] > 0 and display["gaps"] == 0

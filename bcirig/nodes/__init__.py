@@ -13,6 +13,7 @@ NODE_KINDS = {
     "task": ("bcirig.nodes.task", "TaskNode"),
     "valve": ("bcirig.nodes.valve", "ValveNode"),
     "recorder": ("bcirig.nodes.recorder", "RecorderNode"),
+    "display": ("bcirig.nodes.display", "DisplayNode"),
 }
 
 
