@@ -640,8 +640,8 @@ int main(void)
     TIMSK0 = _BV(OCIE0A);
 
     /* UART0: 115200 8N1, double speed (UBRR 16 -> 117647 baud, 2.1 % off, within tolerance). */
+    UCSR0A = _BV(U2X0); /* before UBRR0: simavr derives its byte time when UBRR0L is written */
     UBRR0 = 16;
-    UCSR0A = _BV(U2X0);
     UCSR0C = _BV(UCSZ01) | _BV(UCSZ00);
     UCSR0B = _BV(RXEN0) | _BV(TXEN0) | _BV(RXCIE0);
 
