@@ -68,8 +68,9 @@ class FeedbackWindow(QWidget):
         return screen_image(self.screen_state, self.angle_deg, self.phase, h, w, self.period_px / TEXTURE_SCALE)
 
     def paintEvent(self, event: object) -> None:  # Qt calls it by this name
-        img = np.ascontiguousarray(self.texture())
-        qimg = QImage(img.data, img.shape[1], img.shape[0], img.strides[0], QImage.Format.Format_Grayscale8)
+        img = self.texture()
+        data = img.tobytes()  # kept alive until the painter is done with the QImage
+        qimg = QImage(data, img.shape[1], img.shape[0], img.shape[1], QImage.Format.Format_Grayscale8)
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         painter.drawImage(QRectF(self.rect()), qimg)
