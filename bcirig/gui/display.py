@@ -84,5 +84,5 @@ def grab_gray(widget: QWidget) -> np.ndarray:
     ptr = img.constBits()
     assert ptr is not None
     ptr.setsize(img.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine())
+    arr = np.frombuffer(ptr.asstring(), np.uint8).reshape(img.height(), img.bytesPerLine())
     return arr[:, : img.width()].copy()
