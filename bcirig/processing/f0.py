@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from abc import ABC, abstractmethod
+from operator import itemgetter
 
 import numpy as np
 
@@ -88,18 +89,25 @@ class PercentileF0(F0Rule):
         """Add one frame and return the percentile of each ROI's window."""
         new = np.asarray(values, np.float64)
         old = self._push(new)
-        out = np.empty(self.n_rois, np.float64)
-        q, bl, ins, pct = self.q, bisect.bisect_left, bisect.insort, percentile_sorted
+        bl, ins = bisect.bisect_left, bisect.insort
         if old is None:
-            for i, (s, x) in enumerate(zip(self._sorted, new.tolist(), strict=True)):
+            for s, x in zip(self._sorted, new.tolist(), strict=True):
                 ins(s, x)
-                out[i] = pct(s, q)
         else:
-            for i, (s, o, x) in enumerate(zip(self._sorted, old.tolist(), new.tolist(), strict=True)):
+            for s, o, x in zip(self._sorted, old.tolist(), new.tolist(), strict=True):
                 del s[bl(s, o)]  # `o` is in the list: it is the value pushed `window` frames ago
                 ins(s, x)
-                out[i] = pct(s, q)
-        return out
+        # every ROI has the same window length, so the ranks and the weight are shared
+        n = self.filled
+        virtual = (n - 1) * self.q
+        prev = min(int(np.floor(virtual)), n - 1)
+        nxt = min(prev + 1, n - 1)
+        gamma = virtual - prev
+        pairs = np.array(list(map(itemgetter(prev, nxt), self._sorted)), np.float64).reshape(-1, 2)
+        a, b = pairs[:, 0], pairs[:, 1]
+        diff = b - a
+        # numpy's _lerp, elementwise in float64: the same IEEE operations as np.percentile
+        return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
 class RunningMeanF0(F0Rule):

@@ -21,9 +21,12 @@ Deterministic: the same frames in the same order give bit-identical readouts (re
 
 from __future__ import annotations
 
+import copy
 import time
+from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bcirig.config import Protocol
 from bcirig.messages import Readout
@@ -35,12 +38,31 @@ from bcirig.processing.rois import RoiSet
 from bcirig.processing.smoothing import Smoother
 
 
+class Motion(NamedTuple):
+    """Registration result of one frame: per-group shifts (for the ROIs) and the reported shift."""
+
+    shifts: list[tuple[float, float]]
+    dy: float
+    dx: float
+    corr: float
+
+
 def make_reference(frames: np.ndarray) -> np.ndarray:
     """Mean image (planes, H, W) float32 of (T, planes, H, W) frames, e.g. a few hundred baseline frames."""
     arr = np.asarray(frames)
     if arr.ndim != 4 or arr.shape[0] == 0:
         raise ValueError(f"make_reference needs frames shaped (T, planes, H, W) with T >= 1, got {arr.shape}")
     return arr.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _single_threaded_blas() -> None:
+    """Pin BLAS to one thread, process-wide.
+
+    Registration's small matrix products run in ~0.1 ms on one thread; with OpenBLAS's default
+    worker threads on a busy 2-core machine they took up to 12 ms (spinning threads waiting for a
+    core). One thread also makes the summation order, and so the readouts, independent of the machine.
+    """
+    threadpool_limits(1, user_api="blas")
 
 
 class Pipeline:
@@ -75,6 +97,7 @@ class Pipeline:
         self.smoother = Smoother(ro.smoothing)
         self.bad_frames = 0
         self.frames = 0  # valid frames processed
+        _single_threaded_blas()
         self._fit_rows: list[np.ndarray] | None = [] if self.decoder.needs_fit else None
         self.fit_readouts: np.ndarray | None = None  # decoder output of the fitting frames, once fitted
 
@@ -91,33 +114,46 @@ class Pipeline:
             return f"frame {index}: contains NaN or infinite pixels"
         return ""
 
-    def process(self, frame: np.ndarray, index: int, t_arrive_ns: int | None = None) -> Readout:
-        """Readout of frame ``index``; never raises on bad input (``valid=False`` instead)."""
+    def process(
+        self, frame: np.ndarray, index: int, t_arrive_ns: int | None = None, *, motion: Motion | None = None
+    ) -> Readout:
+        """Readout of frame ``index``; never raises on bad input (``valid=False`` instead).
+
+        ``motion``: this frame's :meth:`register` result if already computed (parallel replay).
+        """
         t = {"arrive": time.monotonic_ns() if t_arrive_ns is None else int(t_arrive_ns)}
         error = self.check(frame, index)
         if error:
             return self._bad(index, error, t)
-        plane = frame[self.protocol.imaging.bci_plane]
-        corr = float("nan")
-        if self._rigid is not None:
-            dy, dx, corr = self._rigid.register(plane)
-            shifts = [(dy, dx)]
-        elif self._piecewise is not None:
-            tiles = self._piecewise.register(plane)
-            shifts = [(dy, dx) for dy, dx, _ in tiles]
-            dy, dx = float(np.mean([s[0] for s in shifts])), float(np.mean([s[1] for s in shifts]))
-            corr = float(np.mean([c for _, _, c in tiles]))
-        else:
-            dy = dx = 0.0
-            shifts = [(0.0, 0.0)]
+        if motion is None:
+            motion = self.register(frame)
         t["registered"] = time.monotonic_ns()
         self.extractor.load(frame)
-        f, npl = self.extractor.extract(shifts)
+        f, npl = self.extractor.extract(motion.shifts)
         t["extracted"] = time.monotonic_ns()
         out = self._from_traces(f, npl, index, t)
-        out.shift = np.array([dy, dx], np.float32)
-        out.corr = corr
+        out.shift = np.array([motion.dy, motion.dx], np.float32)
+        out.corr = motion.corr
         return out
+
+    def register(self, frame: np.ndarray, registrar: object | None = None) -> Motion:
+        """Motion of a valid frame. A pure function of the frame: safe to run ahead, in another thread,
+        with its own ``registrar`` (from :meth:`new_registrar`; registrars hold scratch buffers)."""
+        reg = registrar if registrar is not None else (self._rigid or self._piecewise)
+        plane = frame[self.protocol.imaging.bci_plane]
+        if isinstance(reg, RigidRegistration):
+            dy, dx, corr = reg.register(plane)
+            return Motion([(dy, dx)], dy, dx, corr)
+        if isinstance(reg, PiecewiseRegistration):
+            tiles = reg.register(plane)
+            shifts = [(dy, dx) for dy, dx, _ in tiles]
+            dy, dx = float(np.mean([s[0] for s in shifts])), float(np.mean([s[1] for s in shifts]))
+            return Motion(shifts, dy, dx, float(np.mean([c for _, _, c in tiles])))
+        return Motion([(0.0, 0.0)] * len(self.extractor.groups), 0.0, 0.0, float("nan"))
+
+    def new_registrar(self) -> object | None:
+        """An independent copy of the registration state, for :meth:`register` in another thread."""
+        return copy.deepcopy(self._rigid or self._piecewise)
 
     def process_traces(self, F: np.ndarray, neuropil: np.ndarray, index: int) -> Readout:
         """The same computation from per-ROI F and neuropil onward (no registration, no extraction)."""
