@@ -143,6 +143,15 @@ class _ValveBase:
             requested_ms=requested_ms, opto_ms=float(reply.fields.get("opto", 0)), attempts=attempts,
         )
 
+    def _query(self, verb: Verb, *keys: str) -> Reply:
+        """A command that must succeed and carry ``keys``; anything else means a broken link or firmware."""
+        reply, *_ = self._exchange(verb)
+        missing = [k for k in keys if k not in reply.fields]
+        if not reply.ok or missing:
+            raise ValveError(f"{self.name}: unexpected reply to {verb.name.lower()}: {reply.line!r}"
+                             + (f" (missing {', '.join(missing)})" if missing else ""))
+        return reply
+
     def _clamp_open(self, ms: float) -> float:
         """Clamp to the max-open limit we know of (the device clamps again, authoritatively)."""
         if self._limits is not None and ms > self._limits.max_open_ms:
@@ -167,6 +176,8 @@ class _ValveBase:
         reply, *_ = self._exchange(Verb.LIMITS, *args)
         if not reply.ok:
             raise ValueError(f"{self.name}: device refused limits {args}: {reply.word}")
+        if not {"max_open", "min_interval", "watchdog"} <= reply.fields.keys():
+            raise ValveError(f"{self.name}: unexpected reply to limits: {reply.line!r}")
         f = reply.fields
         self._limits = ValveLimits(f["max_open"], f["min_interval"], f["watchdog"])
         return self._limits
@@ -215,20 +226,18 @@ class _ValveBase:
 
     def status(self) -> ValveStatus:
         """Output state and counters."""
-        reply, *_ = self._exchange(Verb.STATUS)
-        f = reply.fields
+        f = self._query(Verb.STATUS, "valve", "opto", "t", "rewards", "licks", "errors", "wdog").fields
         return ValveStatus(bool(f["valve"]), bool(f["opto"]), f["t"], f["rewards"], f["licks"], f["errors"],
                            f["wdog"])
 
     def version(self) -> str:
         """Firmware name, version and protocol version, e.g. 'bcirig-valve 1.0.0 proto=1'."""
-        reply, *_ = self._exchange(Verb.VERSION)
+        reply = self._query(Verb.VERSION)
         return " ".join([reply.text, *(f"{k}={v}" for k, v in reply.fields.items())])
 
     def ping(self) -> int:
         """Keep the device watchdog fed; returns the device clock in ms."""
-        reply, *_ = self._exchange(Verb.PING)
-        return reply.fields["t"]
+        return self._query(Verb.PING, "t").fields["t"]
 
     def close_valve(self) -> ValveAck:
         """Close the valve and stop the opto pulse now."""
@@ -289,6 +298,8 @@ class _ValveBase:
 
 class ValveController(_ValveBase):
     """Driver for the AVR valve controller on a pyserial-like port (``read``, ``write``, ``in_waiting``).
+
+    Not thread-safe: one loop owns it (commands block for one round trip, ``poll_licks`` never blocks).
 
     Each command waits ``timeout_s`` for its reply and is re-sent up to ``retries`` times with the same
     sequence number; the firmware answers a repeated (seq, line) from its cache without acting again,

@@ -238,3 +238,14 @@ def test_both_implementations_satisfy_the_reward_valve_contract() -> None:
 
     assert isinstance(SimulatedValveController(ms_per_ul=1.0, clock_ns=FakeClock()), RewardValve)
     assert isinstance(ValveController(ModelPort(FakeClock()), ms_per_ul=1.0), RewardValve)
+
+
+def test_reply_without_expected_fields_is_a_valve_error() -> None:
+    class OddPort(SilentPort):
+        def write(self, data: bytes) -> int:
+            self.junk = data.split()[0] + b" OK P\n"  # a ping reply without t=
+            return len(data)
+
+    valve = ValveController(OddPort(), ms_per_ul=1.0, timeout_s=0.01)
+    with pytest.raises(ValveError, match=r"/dev/ttyFAKE0'?: unexpected reply to ping.*missing t"):
+        valve.ping()
