@@ -309,6 +309,12 @@ class Supervisor:
         while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
             pub.publish(Control(action=ControlAction.STOP, reason=self.failure or "session complete"))
             self._poll_messages(sub, 200)
+            now = time.monotonic()
+            for name, proc in self.procs.items():  # a hung node will not drain: stop waiting for it
+                if proc.poll() is None and now - self.last_seen.get(name, now) > SILENCE_TIMEOUT_S:
+                    proc.kill()
+                    proc.wait()
+                    self.failure = self.failure or f"node '{name}' hung (silent > {SILENCE_TIMEOUT_S:.0f} s); killed"
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 proc.kill()

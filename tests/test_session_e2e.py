@@ -173,3 +173,14 @@ def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path):
     assert display["feedback_shown"] == len(fb["frame"])
     assert display["grating_frames"] == int((fb["screen"] == b"grating").sum()) > 0
     assert display["repaints"] > 0 and display["gaps"] == 0
+
+
+def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path):
+    result = run_session(tmp_path, node_options={"pipeline": {"crash_at_frame": 350, "crash_how": "hang"}})
+    assert not result.ok
+    # the task notices first: frames stopped for longer than safety.frame_timeout_ms
+    assert "task went safe: no frame for 1000 ms after frame 349" in result.error
+    with SessionFile(result.path) as sf:
+        assert sf.attrs["complete"]
+        assert sf.table("readout")["frame"].tolist() == list(range(350))
+        assert sf.table("feedback")["screen"][-1] == b"grey"

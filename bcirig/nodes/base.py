@@ -142,6 +142,9 @@ class Node:
         if self.crash_at_frame is not None and frame >= self.crash_at_frame:
             if self.crash_how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if self.crash_how == "hang":  # stuck in a driver call: no heartbeat, no exit
+                while True:
+                    time.sleep(3600)
             raise RuntimeError(f"injected failure at frame {frame}")
 
     def _startup(self) -> None:
