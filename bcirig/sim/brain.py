@@ -12,14 +12,17 @@ readout has the same statistics in trials as in the grey-screen baseline (calibr
 and they are where learning acts: the feedback stimulus exists only during trials, so what is learned
 there does not leak into the next morning's baseline and is not calibrated away.
 
-Learning (``rule``), applied to the synapses onto BCI units at each trial outcome with a reward
-prediction error ``delta = R - V`` (``V`` a running reward expectation):
+Learning (``rule``) changes the synapses from sensory units onto BCI units (``j`` sensory, ``i`` BCI),
+at trial outcomes, through an eligibility trace ``e_ij = sum_t lambda^(T-t) post_i(t) r_j(t) dt``:
 
-* ``vectorized``: each BCI unit's apical dendrite receives its own instructive signal ``s_i * delta``
-  (``s_i`` = +1 for P+, -1 for P-); ``dW_ij = eta * s_i * delta * e_ij`` with a Hebbian eligibility
-  ``e_ij = sum_t lambda^(T-t) f'(x_i) r_j dt``;
-* ``scalar``: one neuromodulatory ``delta`` broadcast to all; node perturbation: ``dW_ij = eta * delta
-  * e_ij`` with ``e_ij`` built from each unit's own fluctuation ``xi_i`` times ``r_j``;
+* ``vectorized``: each BCI unit's apical dendrite receives its own instructive signal ``s_i * R``
+  (``s_i`` = +1 for P+, -1 for P-, ``R`` = 1 on the reward); ``dW_ij = eta * s_i * R * e_ij`` with the
+  Hebbian ``post_i = f'(x_i)``. The sign comes from the group, not from the outcome: a failed trial
+  carries no instructive signal (a signed error on failures would push P+ down on exactly the inputs
+  active before an abort, a runaway toward more aborts);
+* ``scalar``: one neuromodulatory reward-prediction error ``delta = R - V`` (``V`` a running reward
+  expectation) broadcast to all, at hits and failures; node perturbation: ``dW_ij = eta * delta * e_ij``
+  with ``post_i = xi_i / noise`` (each unit's own fluctuation) — REINFORCE, correct on average, slow;
 * ``blocked``: vectorized with the dendritic signal removed (``block_fraction``) — the paper's
   perturbation; ``none``: no plasticity.
 """
@@ -96,7 +99,8 @@ class Anatomy:
     sign: np.ndarray  # (n_bci,) +1 P+ / -1 P-
     w_in: np.ndarray  # (n, channels + len(CONTEXT))
     bias: np.ndarray  # (n,)
-    lo: np.ndarray  # (n_bci, n) bounds of plastic synapses onto BCI units (Dale + max_weight)
+    plastic: np.ndarray  # presynaptic (sensory) units whose synapses onto BCI units learn
+    lo: np.ndarray  # (n_bci, n_plastic) bounds of the plastic synapses (Dale's sign, max_weight)
     hi: np.ndarray
     channels: int
 
@@ -142,13 +146,15 @@ def build_anatomy(cfg: SimConfig, protocol: Protocol, seed: int) -> tuple[Anatom
     others = np.setdiff1d(np.arange(n_bci, n), sens)
     w_in[others, channels:] = rng.normal(0.0, 1.0, (len(others), len(CONTEXT)))
     bias = np.full(n, cfg.rest_rate_hz)
-    # Bounds of the plastic synapses onto BCI units: Dale's sign, |w| <= max(max_weight, initial |w|).
-    cap = np.maximum(cfg.max_weight, np.abs(w[:n_bci]))
-    lo = np.where(excitatory[None, :], 0.0, -cap)
-    hi = np.where(excitatory[None, :], cap, 0.0)
-    np.fill_diagonal(hi[:, :n_bci], 0.0)  # no autapses
-    np.fill_diagonal(lo[:, :n_bci], 0.0)
-    anatomy = Anatomy(n, n_bci, excitatory, sign, w_in, bias, lo, hi, channels)
+    # Sensory units are silent on a grey screen (an orientation-tuned cell does not answer grey), so
+    # synapses learned from them act in trials only and leave the baseline as it was.
+    bias[sens] = -cfg.sensory_threshold_hz
+    # Bounds of the plastic synapses onto BCI units: Dale's sign, |w| <= max_weight.
+    plastic = np.sort(sens)
+    exc_pre = excitatory[plastic][None, :]
+    lo = np.where(exc_pre, 0.0, -cfg.max_weight) * np.ones((n_bci, 1))
+    hi = np.where(exc_pre, cfg.max_weight, 0.0) * np.ones((n_bci, 1))
+    anatomy = Anatomy(n, n_bci, excitatory, sign, w_in, bias, plastic, lo, hi, channels)
     return anatomy, w
 
 
@@ -198,7 +204,7 @@ class Brain:
         self.r = np.full(a.n, cfg.rest_rate_hz)
         self.xi = self.rng.standard_normal(a.n) * cfg.noise_hz
         self.x = np.zeros(a.n)
-        self.elig = np.zeros((a.n_bci, a.n))
+        self.elig = np.zeros((a.n_bci, len(a.plastic)))
         self.instructive = np.zeros(a.n_bci)  # the dendritic signal s_i * delta, low-passed (for optics)
         self.updates = 0
         self.abs_change = 0.0
@@ -235,7 +241,7 @@ class Brain:
                 post = self.xi[:nb] / max(cfg.noise_hz, 1e-9)  # node perturbation: the unit's own fluctuation
             else:
                 post = ((x[:nb] > 0) & (x[:nb] < cfg.max_rate_hz)).astype(float)  # f'(x)
-            self.elig += np.outer(post * self.dt, self.r)
+            self.elig += np.outer(post * self.dt, self.r[a.plastic])
         self.instructive *= 0.9
         return self.r
 
@@ -252,13 +258,13 @@ class Brain:
             dw = cfg.scalar_learning_rate * delta * self.elig
         else:
             gate = 1.0 - cfg.block_fraction if cfg.rule == "blocked" else 1.0
-            signal = a.sign * delta * gate
+            signal = a.sign * reward * gate  # the dendritic instructive signal, per BCI unit
             self.instructive += signal
             dw = cfg.learning_rate * signal[:, None] * self.elig
-        rows = self.w[: a.n_bci]
+        rows = self.w[: a.n_bci, a.plastic]
         new = np.clip(rows + dw, a.lo, a.hi)
         self.abs_change += float(np.abs(new - rows).sum())
-        rows[...] = new
+        self.w[: a.n_bci, a.plastic] = new
         self.updates += 1
         return delta
 
