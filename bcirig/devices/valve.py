@@ -317,6 +317,7 @@ class ValveController(_ValveBase):
         self.retries = retries
         self._buf = bytearray()
         self._garbage: list[bytes] = []
+        self._synced = False  # a reply has been matched since the port was opened
         with contextlib.suppress(AttributeError, ValueError):
             port.timeout = min(0.02, timeout_s)
 
@@ -362,11 +363,14 @@ class ValveController(_ValveBase):
                 self._on_event(parsed, t)
             elif isinstance(parsed, Reply) and parsed.seq == want_seq and found is None:
                 found = (parsed, t)
+                self._synced = True
             elif isinstance(parsed, Reply):
                 log.info("%s: reply not waited for (late or to noise): %s", self.name, parsed.line)
             elif raw.strip():
                 self._garbage.append(raw)
-                log.warning("%s: unparseable line from device: %r", self.name, raw[:80])
+                # Opening a port can cut the start of the boot banner: only later garbage is news.
+                log.log(logging.WARNING if self._synced else logging.INFO,
+                        "%s: unparseable line from device: %r", self.name, raw[:80])
         return found
 
     def _exchange(self, verb: Verb, *args: int) -> tuple[Reply, int, int, int]:
