@@ -63,11 +63,28 @@ class SimulatedMouse:
         self.motion = np.zeros(2)
         self.jitter = 0.0
         self.drift = 0.0
+        # Slow drift: a few random sinusoids (periods 1-10 min), smooth from frame to frame (sd = cfg.drift).
+        self.drift_omega = 2 * math.pi / self.rng.uniform(60.0, 600.0, 3)
+        self.drift_phase = self.rng.uniform(0.0, 2 * math.pi, 3)
+        self.neuropil = 0.0
+        self.npil_alpha = 1.0 - math.exp(-self.dt / 1.0)
         self.margin = motion_margin(config)
         self._roi_set: Any = None
         self._roi_model: Any = None
         self._np_model: Any = None
         self.channels = protocol.feedback.steps
+        self._warm_up(frames=round(3.0 * protocol.imaging.frame_rate_hz))
+
+    def _warm_up(self, frames: int) -> None:
+        """Run brain and indicator for a few seconds of grey screen, unimaged and without learning, so the
+        first frame shows steady-state activity and calcium (a mouse is alive before imaging starts)."""
+        u = sense(None, self.protocol.feedback, self.channels, self.config.tuning_width)
+        rates = np.zeros(len(self.sources))
+        for _ in range(frames):
+            r = self.brain.step(u)
+            rates = r[self.src_unit]
+            self.indicator.step(rates, self.rng)
+        self.brain.elig[...] = 0.0
 
     # ------------------------------------------------------------------------------------ geometry
     @property
@@ -140,9 +157,13 @@ class SimulatedMouse:
         self.since_reward_s += self.dt
         # Brightness: bleaching, slow drift, neuropil (population activity) as one global factor.
         t_s = self.frame_index * self.dt
-        self.drift = 0.999 * self.drift + cfg.drift * math.sqrt(1 - 0.999**2) * float(self.rng.standard_normal())
+        self.drift = cfg.drift * float(np.sum(np.sin(self.drift_omega * t_s + self.drift_phase))) / math.sqrt(1.5)
+        # Neuropil sums many unresolved neurites: a smoothed (~1 s) population signal, not per-frame spikes.
         population = float(dff[~self.src_dendrite].mean()) if len(dff) else 0.0
-        scale = math.exp(-t_s / cfg.bleach_tau_s) * (1.0 + self.drift) * (1.0 + cfg.neuropil_coupling * population)
+        if self.frame_index == 0:
+            self.neuropil = population  # start at the level, not from zero (no ramp on the first frames)
+        self.neuropil += self.npil_alpha * (population - self.neuropil)
+        scale = math.exp(-t_s / cfg.bleach_tau_s) * (1.0 + self.drift) * (1.0 + cfg.neuropil_coupling * self.neuropil)
         # Rigid motion: slow wander + a jaw-driven jolt per lick, integer pixels within the margin.
         a = math.exp(-self.dt / 2.0)
         self.motion = a * self.motion + cfg.motion_px * math.sqrt(1 - a * a) * self.rng.standard_normal(2)
