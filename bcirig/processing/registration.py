@@ -65,17 +65,21 @@ class RigidRegistration:
         ref = ref[self.window]
         h, w = ref.shape
         self.shape = (h, w)
-        self.by = max(2, (h // 4) * 2)  # rows kept: ky in [-by/2, by/2)
-        self.bx = max(2, w // 4 + 1)  # columns kept: kx in [0, bx)
-        self.taper = taper(h, w)
-        self._buf = np.empty((h, w), np.float32)
+        # the band is the whole spectrum of the 2x2-binned image: rows ky in [-by/2, by/2), columns
+        # kx in [0, bx). Binning filters every frequency of the band by the same real weight (and one
+        # common phase) in frame and reference, so the cross-correlation peak does not move.
+        self.by = h // 2
+        self.bx = (w // 2) // 2 + 1
+        self.taper = taper(self.by, w // 2)
+        self._buf = np.empty((self.by, w // 2), np.float32)
+        self._rows = np.empty((self.by, 2 * (w // 2)), np.float32)
         ky = np.fft.fftfreq(self.by, 1.0 / self.by).astype(np.float64)  # 0..by/2-1, -by/2..-1
         kx = np.arange(self.bx, dtype=np.float64)
         self._ky, self._kx = ky, kx
         # half-spectrum weights: each kx > 0 stands for itself and its conjugate at -kx
         self._wx = np.where(kx == 0, 1.0, 2.0).astype(np.float32)
         self._taper_band = self._band(self.taper)
-        self._ref_band = self._demean(self._band(ref * self.taper))
+        self._ref_band = self._demean(self._band(self._bin(ref).copy()))
         self._ref_conj = np.conj(self._ref_band)
         self._ref_energy = self._energy(self._ref_band)
         lim = min(cfg.max_shift_px, h / 2 - 1, w / 2 - 1)
@@ -91,51 +95,65 @@ class RigidRegistration:
         )
         self._coarse_mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)
         self._coarse_rows = np.r_[0 : ny // 2, self.by - ny // 2 : self.by]
-        # then two exact refinements: 1 px steps over the coarse cell, 1/upsample px over +-0.6 px
+        self._ky_inner = self._ky[self._coarse_rows]
+        # then two exact refinements: 0.5 px steps over the coarse cell using the inner band (the
+        # correlation is smooth there), and 1/upsample px over +-0.3 px using the whole band
         half = int(np.ceil(max(step_y, step_x) / 2)) + 1
-        self._grid1 = np.arange(-half, half + 1, dtype=np.float64)
+        self._grid1 = np.arange(-2 * half, 2 * half + 1, dtype=np.float64) / 2
         u = max(1, cfg.upsample)
-        k = int(np.ceil(0.6 * u))
+        k = int(np.ceil(0.3 * u))
         self._grid2 = np.arange(-k, k + 1, dtype=np.float64) / u if u > 1 else np.zeros(1)
 
     # ---------------------------------------------------------------- spectra
-    def _band(self, img: np.ndarray) -> np.ndarray:
-        """Low-frequency band (by, bx) of the 2-D spectrum of a float32 image."""
-        fx = sfft.rfft(img, axis=1)[:, : self.bx]
-        fxy = sfft.fft(fx, axis=0)
-        half = self.by // 2
-        return np.concatenate((fxy[:half], fxy[-half:]), axis=0).astype(np.complex64, copy=False)
+    def _bin(self, img: np.ndarray) -> np.ndarray:
+        """2x2 sums of ``img`` (odd last row/column dropped) times the taper, into the float32 buffer."""
+        b, h2, w2 = self._buf, self.by, self.taper.shape[1]
+        rows = self._rows  # pairs of whole rows first: contiguous reads
+        np.add(img[0 : 2 * h2 : 2, : 2 * w2], img[1 : 2 * h2 : 2, : 2 * w2], out=rows, dtype=np.float32)
+        np.add(rows[:, 0::2], rows[:, 1::2], out=b)
+        b *= self.taper
+        return b
+
+    def _band(self, binned: np.ndarray) -> np.ndarray:
+        """Spectrum (by, bx) of a binned, tapered float32 image: the registration band."""
+        return sfft.rfft2(binned).astype(np.complex64, copy=False)
 
     def _demean(self, band: np.ndarray) -> np.ndarray:
         """Remove the tapered mean: subtract mean * spectrum(taper), so DC and its leakage vanish."""
         return band - (band[0, 0] / self._taper_band[0, 0]) * self._taper_band
 
     def _energy(self, band: np.ndarray) -> float:
-        return float(((band.real**2 + band.imag**2) * self._wx).sum())
+        """Sum of wx * |band|^2 (every column but kx = 0 stands for two)."""
+        col0 = band[:, 0]
+        return float(2 * np.vdot(band, band).real - np.vdot(col0, col0).real)
 
     # ---------------------------------------------------------------- registration
     def register(self, plane: np.ndarray) -> tuple[float, float, float]:
         """Estimate (dy, dx, corr) of one plane (any real dtype, full plane size)."""
-        np.multiply(plane[self.window], self.taper, out=self._buf, casting="unsafe")
-        band = self._demean(self._band(self._buf))
+        band = self._demean(self._band(self._bin(plane[self.window])))
         cross = band * self._ref_conj
-        sub = cross[self._coarse_rows, : self._cx_n]
-        coarse = sfft.irfft2(sub, s=(self._cy_n, 2 * (self._cx_n - 1))) + self._coarse_mask
+        inner = cross[self._coarse_rows, : self._cx_n]
+        coarse = sfft.irfft2(inner, s=(self._cy_n, 2 * (self._cx_n - 1))) + self._coarse_mask
         iy, ix = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
         y0, x0 = float(self._coarse_y[iy]), float(self._coarse_x[ix])
-        y1, x1, _ = self._refine(cross, y0 + self._grid1, x0 + self._grid1)
-        dy, dx, peak = self._refine(cross, y1 + self._grid2, x1 + self._grid2)
+        y1, x1, _ = self._refine(inner, y0 + self._grid1, x0 + self._grid1, self._ky_inner)
+        dy, dx, peak = self._refine(cross, y1 + self._grid2, x1 + self._grid2, self._ky)
         lim = self.max_shift
         dy, dx = float(np.clip(dy, -lim, lim)), float(np.clip(dx, -lim, lim))
         energy = self._energy(band)
         corr = peak / np.sqrt(energy * self._ref_energy) if energy > 0 and self._ref_energy > 0 else 0.0
         return dy, dx, float(corr)
 
-    def _refine(self, cross: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> tuple[float, float, float]:
-        """Exact band-limited correlation at shifts sy x sx (matrix-multiply DFT): best (dy, dx, value)."""
+    def _refine(
+        self, cross: np.ndarray, sy: np.ndarray, sx: np.ndarray, ky: np.ndarray
+    ) -> tuple[float, float, float]:
+        """Exact band-limited correlation at shifts sy x sx (matrix-multiply DFT): best (dy, dx, value).
+
+        ``cross`` holds rows ``ky`` and the first ``cross.shape[1]`` columns kx of the band."""
         h, w = self.shape
-        ey = np.exp((2j * np.pi / h) * np.outer(sy, self._ky)).astype(np.complex64)
-        ex = (np.exp((2j * np.pi / w) * np.outer(self._kx, sx)) * self._wx[:, None]).astype(np.complex64)
+        nx = cross.shape[1]
+        ey = np.exp((2j * np.pi / h) * np.outer(sy, ky)).astype(np.complex64)
+        ex = (np.exp((2j * np.pi / w) * np.outer(self._kx[:nx], sx)) * self._wx[:nx, None]).astype(np.complex64)
         c = (ey @ (cross @ ex)).real
         iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
         return float(sy[iy]), float(sx[ix]), float(c[iy, ix])
