@@ -24,6 +24,7 @@ How a frame is registered (all float32 / complex64):
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import scipy.fft as sfft
@@ -103,6 +104,20 @@ class RigidRegistration:
         u = max(1, cfg.upsample)
         k = int(np.ceil(0.3 * u))
         self._grid2 = np.arange(-k, k + 1, dtype=np.float64) / u if u > 1 else np.zeros(1)
+        # phase matrices of the grids, computed once; a frame only adds its centre's phase ramp
+        nx1 = self._cx_n
+        self._stage1 = (
+            np.exp((2j * np.pi / h) * np.outer(self._grid1, self._ky_inner)).astype(np.complex64),
+            (np.exp((2j * np.pi / w) * np.outer(self._kx[:nx1], self._grid1)) * self._wx[:nx1, None]).astype(
+                np.complex64
+            ),
+            self._ky_inner, self._kx[:nx1],
+        )
+        self._stage2 = (
+            np.exp((2j * np.pi / h) * np.outer(self._grid2, self._ky)).astype(np.complex64),
+            (np.exp((2j * np.pi / w) * np.outer(self._kx, self._grid2)) * self._wx[:, None]).astype(np.complex64),
+            self._ky, self._kx,
+        )
 
     # ---------------------------------------------------------------- spectra
     def _bin(self, img: np.ndarray) -> np.ndarray:
@@ -136,27 +151,27 @@ class RigidRegistration:
         coarse = sfft.irfft2(inner, s=(self._cy_n, 2 * (self._cx_n - 1))) + self._coarse_mask
         iy, ix = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
         y0, x0 = float(self._coarse_y[iy]), float(self._coarse_x[ix])
-        y1, x1, _ = self._refine(inner, y0 + self._grid1, x0 + self._grid1, self._ky_inner)
-        dy, dx, peak = self._refine(cross, y1 + self._grid2, x1 + self._grid2, self._ky)
+        y1, x1, _ = self._refine(inner, y0, x0, self._grid1, self._stage1)
+        dy, dx, peak = self._refine(cross, y1, x1, self._grid2, self._stage2)
         lim = self.max_shift
-        dy, dx = float(np.clip(dy, -lim, lim)), float(np.clip(dx, -lim, lim))
-        energy = self._energy(band)
-        corr = peak / np.sqrt(energy * self._ref_energy) if energy > 0 and self._ref_energy > 0 else 0.0
-        return dy, dx, float(corr)
+        dy, dx = min(max(dy, -lim), lim), min(max(dx, -lim), lim)
+        energy = self._energy(band) * self._ref_energy
+        return dy, dx, peak / math.sqrt(energy) if energy > 0 else 0.0
 
     def _refine(
-        self, cross: np.ndarray, sy: np.ndarray, sx: np.ndarray, ky: np.ndarray
+        self, cross: np.ndarray, y0: float, x0: float, grid: np.ndarray,
+        stage: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ) -> tuple[float, float, float]:
-        """Exact band-limited correlation at shifts sy x sx (matrix-multiply DFT): best (dy, dx, value).
+        """Exact band-limited correlation at shifts (y0, x0) + grid x grid (matrix-multiply DFT).
 
-        ``cross`` holds rows ``ky`` and the first ``cross.shape[1]`` columns kx of the band."""
+        ``cross`` holds the rows ky and columns kx of ``stage``; returns the best (dy, dx, value)."""
         h, w = self.shape
-        nx = cross.shape[1]
-        ey = np.exp((2j * np.pi / h) * np.outer(sy, ky)).astype(np.complex64)
-        ex = (np.exp((2j * np.pi / w) * np.outer(self._kx[:nx], sx)) * self._wx[:nx, None]).astype(np.complex64)
+        ey_grid, ex_grid, ky, kx = stage
+        ey = ey_grid * np.exp((2j * np.pi * y0 / h) * ky).astype(np.complex64)
+        ex = ex_grid * np.exp((2j * np.pi * x0 / w) * kx).astype(np.complex64)[:, None]
         c = (ey @ (cross @ ex)).real
-        iy, ix = np.unravel_index(int(np.argmax(c)), c.shape)
-        return float(sy[iy]), float(sx[ix]), float(c[iy, ix])
+        iy, ix = divmod(int(np.argmax(c)), c.shape[1])
+        return y0 + float(grid[iy]), x0 + float(grid[ix]), float(c[iy, ix])
 
 
 class PiecewiseRegistration:
