@@ -70,21 +70,29 @@ class SimulatedMouse:
         self.npil_alpha = 1.0 - math.exp(-self.dt / 1.0)
         self.margin = motion_margin(config)
         self._roi_set: Any = None
+        self._reference: np.ndarray | None = None
         self._roi_model: Any = None
         self._np_model: Any = None
         self.channels = protocol.feedback.steps
-        self._warm_up(frames=round(3.0 * protocol.imaging.frame_rate_hz))
+        self._warm_up(frames=round(6.0 * protocol.imaging.frame_rate_hz))
 
     def _warm_up(self, frames: int) -> None:
         """Run brain and indicator for a few seconds of grey screen, unimaged and without learning, so the
-        first frame shows steady-state activity and calcium (a mouse is alive before imaging starts)."""
+        first frame shows steady-state activity and calcium (a mouse is alive before imaging starts).
+        The mean dF/F of the second half is the activity the reference image expects."""
         u = sense(None, self.protocol.feedback, self.channels, self.config.tuning_width)
-        rates = np.zeros(len(self.sources))
-        for _ in range(frames):
+        acc = np.zeros(len(self.sources))
+        for i in range(frames):
             r = self.brain.step(u)
             rates = r[self.src_unit]
-            self.indicator.step(rates, self.rng)
+            if len(self.dend_unit):
+                rates = rates.copy()
+                rates[self.src_dendrite] = 1.0 + self.config.dendrite_bap * r[self.dend_unit]
+            _, dff = self.indicator.step(rates, self.rng)
+            if i >= frames // 2:
+                acc += dff
         self.brain.elig[...] = 0.0
+        self.expected_dff = acc / max(1, frames - frames // 2)
 
     # ------------------------------------------------------------------------------------ geometry
     @property
@@ -116,8 +124,18 @@ class SimulatedMouse:
         return self._roi_set
 
     def reference_image(self) -> np.ndarray:
-        """Motion-free, noise-free expected frame (float32, counts incl. PMT offset): the registration reference."""
-        return (self.optics.base + np.float32(self.config.pmt_offset)).astype(np.float32)
+        """Motion-free, noise-free expected frame (float32 counts, PMT offset included): resting image plus
+        the steady-state activity of the warm-up; the pipeline's registration reference."""
+        if self._reference is None:
+            planes, h, w = self.frame_shape
+            o = self.optics
+            img = o.base.astype(np.float64).reshape(-1)
+            extra = o.rest * self.expected_dff
+            vals = np.bincount(o.pix_u, weights=o.pix_w * extra[o.pix_src], minlength=len(o.pix_unique))
+            img[o.pix_unique] += vals
+            img *= 1.0 + self.config.neuropil_coupling * float(self.expected_dff[~self.src_dendrite].mean())
+            self._reference = (img + self.config.pmt_offset).reshape(planes, h, w).astype(np.float32)
+        return self._reference.copy()
 
     # ------------------------------------------------------------------------------------ stepping
     def state(self) -> MouseState:
