@@ -233,12 +233,23 @@ def report(results: dict[str, Any]) -> str:
             r["rms_px"] <= target)
         row("registration max |error| px", r["max_abs_px"], "", None)
     for name, r in results.get("zmq", {}).items():
-        if isinstance(r, dict) and "median_ms" in r:
-            row(f"ZeroMQ {name}: median ms", r["median_ms"], "", None)
-            row(f"ZeroMQ {name}: p99 ms", r["p99_ms"], "", None)
-            row(f"ZeroMQ {name}: max ms", r["max_ms"], "", None)
-        elif isinstance(r, str | int | float):
-            lines.append(f"ZeroMQ {name}: {r}")
+        if "error" in r:
+            lines.append(f"ZeroMQ {name}: not measured: {r['error']}")
+            continue
+        lines.append(f"ZeroMQ {name} (pipeline + task node processes): {r['readouts']} readouts and "
+                     f"{r['commands']} task outputs for {r['frames']} frames")
+        b = r["breakdown_median_ms"]
+        lines.append(f"    medians: transport in {b['transport_in']:.3f} ms, processing {b['processing']:.3f} ms, "
+                     f"encode+send {b['encode_send']:.3f} ms")
+        t = TARGETS.get(name, {})
+        for path, label in (("readout_published", "frame arrival -> readout published"),
+                            ("command_sent", "frame arrival -> command sent (task)"),
+                            ("readout_received", "frame arrival -> readout received (subscriber)")):
+            s = r[path]
+            ok = s["median_ms"] <= t["median_ms"] if path == "readout_published" and t else None
+            row(f"  {label}: median ms", s["median_ms"], f"<= {t['median_ms']}" if ok is not None else "", ok)
+            row(f"  {label}: p99 ms", s["p99_ms"], "", None)
+            row(f"  {label}: max ms", s["max_ms"], "", None)
     return "\n".join(lines)
 
 

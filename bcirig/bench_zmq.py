@@ -82,6 +82,7 @@ def run_case(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir
         procs.append((subprocess.Popen([sys.executable, "-m", "bcirig.nodes", str(spec.save())],
                                        stdout=log, stderr=subprocess.STDOUT), log))
     readout_pub: dict[int, int] = {}
+    parts: list[tuple[int, int, int]] = []  # per readout: transport in, processing, encode + send
     readout_recv: dict[int, int] = {}
     command: dict[int, int] = {}
     source_t: dict[int, int] = {}
@@ -92,12 +93,12 @@ def run_case(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir
         start = time.monotonic_ns() + 50_000_000
         for i in range(n_frames):
             due = start + i * period
-            _drain_until(sub, due, readout_pub, readout_recv, command, errors)
+            _drain_until(sub, due, readout_pub, readout_recv, command, errors, parts)
             frame = Frame(frame=i, data=movie.frames[i % len(movie.frames)])
             src.publish(frame, stamp="source")
             source_t[i] = frame.t_ns["source"]
         _drain_until(sub, time.monotonic_ns() + 1_000_000_000, readout_pub, readout_recv, command, errors,
-                     stop_when=lambda: len(command) >= n_frames)
+                     parts, stop_when=lambda: len(command) >= n_frames)
         src.publish(Heartbeat(node="source", state=NodeState.STOPPED))
         sup.publish(Control(action=ControlAction.STOP))
         for p, _ in procs:
@@ -123,6 +124,11 @@ def run_case(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir
         "readout_published": _stats(deltas(readout_pub)),
         "command_sent": _stats(deltas(command)),
         "readout_received": _stats(deltas(readout_recv)),
+        "breakdown_median_ms": dict(zip(
+            ("transport_in", "processing", "encode_send"),
+            (float(v) for v in (np.median(np.array(parts), axis=0) / 1e6 if parts else [np.nan] * 3)),
+            strict=True,
+        )),
         "errors": errors[:5],
     }
 
@@ -154,7 +160,7 @@ def _handshake(sup: Publisher, src: Publisher, router: zmq.Socket, sub: Subscrib
 
 def _drain_until(
     sub: Subscriber, until_ns: int, readout_pub: dict[int, int], readout_recv: dict[int, int],
-    command: dict[int, int], errors: list[str], stop_when: Any = None,
+    command: dict[int, int], errors: list[str], parts: list[tuple[int, int, int]], stop_when: Any = None,
 ) -> None:
     """Receive and time-stamp messages until ``until_ns`` (blocking on poll, never spinning)."""
     while True:
@@ -167,7 +173,10 @@ def _drain_until(
             now = time.monotonic_ns()
             if isinstance(msg, Readout):
                 readout_recv[msg.frame] = now
-                readout_pub[msg.frame] = msg.t_ns.get("published", now)
+                t = msg.t_ns
+                readout_pub[msg.frame] = t.get("published", now)
+                if {"source", "arrive", "decoded", "published"} <= t.keys():
+                    parts.append((t["arrive"] - t["source"], t["decoded"] - t["arrive"], t["published"] - t["decoded"]))
                 if not msg.valid:
                     errors.append(msg.error)
             elif isinstance(msg, Feedback) and "task_out" in msg.t_ns:
