@@ -19,6 +19,16 @@ def test_percentile_matches_numpy_every_frame_including_warm_up(window: int, pct
         np.testing.assert_array_equal(got, np.percentile(win, pct, axis=0))
 
 
+def test_float32_window_matches_numpy_on_the_rounded_values() -> None:
+    rng = np.random.default_rng(12)
+    data = rng.normal(1000, 30, size=(120, 5))
+    rule = PercentileF0(5, 40, 10.0, np.float32)
+    rounded = data.astype(np.float32).astype(np.float64)
+    for t in range(len(data)):
+        got = rule.update(data[t])
+        np.testing.assert_array_equal(got, np.percentile(rounded[max(0, t - 39) : t + 1], 10.0, axis=0))
+
+
 def test_percentile_with_ties_matches_numpy() -> None:
     rng = np.random.default_rng(7)
     data = rng.integers(0, 4, size=(200, 3)).astype(np.float64)  # many exact ties
@@ -56,3 +66,14 @@ def test_kde_mode_finds_the_dense_cluster() -> None:
         f0 = rule.update(np.array([v]))
     assert f0[0] == pytest.approx(100, abs=2.0)
     assert np.percentile(x, 50) > 100.5  # the mean/median would be pulled up by the transients
+
+
+def test_protocol_window_is_four_trials_and_rule_kind() -> None:
+    from bcirig.processing.f0 import make_f0_rule
+
+    from .conftest import make_protocol
+
+    rule = make_f0_rule(make_protocol(f0='kind = "percentile"\npercentile = 10.0'), 3)
+    assert isinstance(rule, PercentileF0) and rule.window == 4 * 20  # trials.length_frames = 20
+    assert isinstance(make_f0_rule(make_protocol(f0='kind = "running_mean"\nwindow_frames = 7'), 3), RunningMeanF0)
+    assert isinstance(make_f0_rule(make_protocol(f0='kind = "kde_mode"'), 3), KdeModeF0)

@@ -168,3 +168,26 @@ def test_make_reference_is_the_mean_image() -> None:
     ref = make_reference(frames)
     assert ref.dtype == np.float32 and ref.shape == (2, 4, 4)
     np.testing.assert_array_equal(ref, np.full((2, 4, 4), 3.0))
+
+
+def test_piecewise_mode_moves_each_roi_with_its_own_patch() -> None:
+    rng = np.random.default_rng(5)
+    img = 100 + 300 * smooth_image(192, rng, sigma=2.0)
+    img[disk_mask(img.shape, 60, 50, 4)] = 2000
+    img[disk_mask(img.shape, 50, 140, 4)] = 1800
+    rois = RoiSet([Roi.disk("left", 0, (60, 50), 4, group="P+"), Roi.disk("right", 0, (50, 140), 4, group="P-")])
+    protocol = make_protocol(height=192, width=192, readout=NP,
+                             registration='enabled = true\nmode = "piecewise"\npatches = 2\nmax_shift_px = 8')
+    pipe = Pipeline(protocol, rois, img[None].astype(np.float32))
+    moved = np.roll(img, (3, 0), axis=(0, 1))
+    moved[:, 96:] = np.roll(img, (-2, 2), axis=(0, 1))[:, 96:]  # the right half moves differently
+    r = pipe.process(moved.astype(np.uint16)[None], 0)
+    np.testing.assert_allclose(r.F, [2000.0, 1800.0], rtol=0.03)
+    np.testing.assert_allclose(r.shift, [0.5, 1.0], atol=0.2)  # the mean of the four patch shifts
+
+
+def test_pipeline_is_a_pipeline_stage() -> None:
+    from bcirig.interfaces import PipelineStage
+
+    pipe = Pipeline(make_protocol(readout=NP), two_cells(), np.zeros((1, 64, 64), np.float32))
+    assert isinstance(pipe, PipelineStage)
