@@ -1,0 +1,107 @@
+"""The brain: Dale's principle after learning, feedback-driven firing, and what each rule changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bcirig.config import Protocol
+from bcirig.messages import Feedback, Phase, Screen, TrialState
+from bcirig.sim import SimulatedMouse, dale_violations
+from bcirig.sim.brain import build_anatomy, group_signs
+from bcirig.sim.session import run_day
+from tests.sim.conftest import short_protocol, sim_config
+
+
+def _grating(angle: float) -> Feedback:
+    return Feedback(phase=Phase.CLOSED_LOOP, state=TrialState.ACTIVE, screen=Screen.GRATING, angle_deg=angle)
+
+
+def _bci_rates(mouse: SimulatedMouse, fb: Feedback | None, frames: int = 600) -> np.ndarray:
+    """Mean rate (Hz) of each BCI unit under a constant feedback, after 1 s to settle."""
+    for _ in range(30):
+        mouse.step_traces(fb)
+    return np.mean([mouse.step_traces(fb).truth["rates"] for _ in range(frames)], axis=0)
+
+
+def test_signs_follow_the_decoder() -> None:
+    assert group_signs({"P+": 4, "P-": 4}, {"name": "two_population"}) == [1.0, -1.0]
+    assert group_signs({"E1": 2, "E2": 2}, {"name": "ensemble", "order": "E2-E1"}) == [-1.0, 1.0]
+    assert group_signs({"E1": 2, "E2": 2}, {"name": "ensemble", "order": "E1-E2"}) == [1.0, -1.0]
+
+
+def test_network_obeys_dale_at_birth(protocol: Protocol) -> None:
+    cfg = sim_config(protocol)
+    anatomy, w = build_anatomy(cfg, protocol, seed=1)
+    exc = anatomy.excitatory
+    assert 0.15 < 1 - exc.mean() < 0.25  # ~20 % inhibitory units
+    assert (w[:, exc] >= 0).all() and (w[:, ~exc] <= 0).all()
+    assert np.abs(np.linalg.eigvals(w)).max() < 1.0  # stable recurrent dynamics
+
+
+def test_naive_bci_units_ignore_the_grating(protocol: Protocol) -> None:
+    """Calibrated chance needs trial activity to look like the grey baseline before learning."""
+    mouse = SimulatedMouse(protocol, sim_config(protocol, rule="none"), seed=1)
+    grey = _bci_rates(mouse, None)
+    target = _bci_rates(mouse, _grating(90.0))
+    assert np.abs(target - grey).max() < 1.0  # Hz, against rates of a few Hz and noise of 4 Hz
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, object]:
+    """One short day per rule, same animal (anatomy seed), strong learning rate to see the effect fast."""
+    proto = short_protocol(baseline=1500, trials=20)
+    out: dict[str, object] = {}
+    for rule in ("vectorized", "blocked", "scalar", "none"):
+        cfg = sim_config(proto, rule=rule, learning_rate=0.002, scalar_learning_rate=0.002)
+        res = run_day(proto, cfg, seed=21, keep_arrays=False)
+        out[rule] = (cfg, res)
+    out["protocol"] = proto
+    return out
+
+
+def test_dale_holds_after_learning(trained: dict[str, object]) -> None:
+    proto = trained["protocol"]
+    for rule in ("vectorized", "scalar"):
+        cfg, res = trained[rule]  # type: ignore[misc]
+        assert res.state.history[-1]["abs_change"] > 0.01, rule  # the weights did learn
+        assert dale_violations(res.state, cfg, proto) == 0, rule  # type: ignore[arg-type]
+
+
+def test_vectorized_learning_has_the_groups_signs(trained: dict[str, object]) -> None:
+    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
+    cfg, res = trained["vectorized"]  # type: ignore[misc]
+    anatomy, w0 = build_anatomy(cfg, proto, res.state.anatomy_seed)
+    dw = (res.state.w_rec - w0)[: anatomy.n_bci][:, anatomy.plastic]
+    exc = anatomy.excitatory[anatomy.plastic]
+    plus, minus = anatomy.sign > 0, anatomy.sign < 0
+    # P+ gains excitation from the feedback-tuned units, P- gains inhibition from them
+    assert dw[plus][:, exc].sum() > 0 and dw[plus][:, ~exc].sum() == 0
+    assert dw[minus][:, ~exc].sum() < 0 and dw[minus][:, exc].sum() == 0
+    # and only the plastic (sensory) synapses changed
+    other = np.ones(anatomy.n, bool)
+    other[anatomy.plastic] = False
+    assert np.array_equal(res.state.w_rec[:, other], w0[:, other])
+
+
+def test_blocked_and_none_do_not_learn(trained: dict[str, object]) -> None:
+    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
+    for rule in ("blocked", "none"):
+        cfg, res = trained[rule]  # type: ignore[misc]
+        _, w0 = build_anatomy(cfg, proto, res.state.anatomy_seed)
+        assert np.array_equal(res.state.w_rec, w0), rule
+
+
+def test_learned_feedback_drives_the_bci_units(trained: dict[str, object]) -> None:
+    """The closed loop is real: after learning the target grating raises P+ and lowers P- firing."""
+    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
+    cfg, res = trained["vectorized"]  # type: ignore[misc]
+    mouse = SimulatedMouse(proto, cfg, seed=99, state=res.state.copy())
+    grey = _bci_rates(mouse, None)
+    target = _bci_rates(mouse, _grating(90.0))
+    far = _bci_rates(mouse, _grating(0.0))
+    gain = target - grey
+    assert gain[:4].mean() > 2.0  # P+ up by more than 2 Hz
+    assert gain[4:].mean() < -0.5  # P- down
+    # orientation-specific: the far-from-target grating moves them much less
+    assert abs((far - grey)[:4].mean()) < 0.5 * gain[:4].mean()
