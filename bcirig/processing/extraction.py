@@ -22,6 +22,8 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 
+from bcirig.processing.rois import Roi, RoiError, RoiSet
+
 try:  # scipy's own CSR kernel, called without the ~7 us of dispatch that `op @ x` adds per product
     from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
 except ImportError:  # pragma: no cover - a future scipy without it: fall back to the public operator
@@ -41,8 +43,6 @@ def _product(op: sp.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
         return y
 
     return product
-
-from bcirig.processing.rois import Roi, RoiError, RoiSet
 
 
 def neuropil_pixels(
