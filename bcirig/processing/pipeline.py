@@ -10,7 +10,7 @@ Per frame (``protocol`` sections in brackets):
    [readout.neuropil_inner_px / outer_px];
 4. F0 on the neuropil-corrected trace [readout.f0], then, per ROI i::
 
-       Fc_i  = F_i - c * neuropil_i                  (c = readout.neuropil_coefficient)
+       Fc_i  = F_i - c * neuropil_i                  (c = readout.neuropil_coefficient; float32)
        F0_i  = rule(Fc_i over the last f0_window_frames frames, this one included)
        dff_i = (Fc_i - F0_i) / F0_i
 
@@ -174,8 +174,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ traces onward
     def _from_traces(self, f: np.ndarray, npl: np.ndarray, index: int, t: dict[str, int]) -> Readout:
-        fc = f.astype(np.float64) - self.neuropil_coefficient * npl.astype(np.float64)
+        # Fc rounded to float32 once, so F0's float32 window and dF/F see the very same values
+        fc = (f.astype(np.float64) - self.neuropil_coefficient * npl.astype(np.float64)).astype(np.float32)
         f0 = self.f0.update(fc)
+        fc = fc.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             dff = (fc - f0) / f0  # F0 <= 0 (neuropil larger than the cell) gives inf/NaN, shown as such
         raw = self.decoder.decode(dff, fc)

@@ -41,8 +41,10 @@ def cell_centres(n: int, height: int, width: int, rng: np.random.Generator, marg
 def make_movie(
     n_frames: int, height: int, width: int, n_rois: int, *, max_shift: float = 20.0, seed: int = 0,
     background_photons: float = 10.0, cell_photons: float = 40.0, gain: float = 20.0, offset: float = 100.0,
+    shifts: np.ndarray | None = None,
 ) -> Movie:
-    """A movie with ``n_rois`` cells (ROIs in groups P+/P- alternately) moving within +-``max_shift`` px."""
+    """A movie with ``n_rois`` cells (ROIs in groups P+/P- alternately) moving within +-``max_shift`` px
+    (uniformly at random, or by the given (n_frames, 2) ``shifts``)."""
     rng = np.random.default_rng(seed)
     pad = int(np.ceil(max_shift)) + 8
     ch, cw = height + 2 * pad, width + 2 * pad
@@ -59,7 +61,8 @@ def make_movie(
         cells[sub] += np.exp(-r2 / (2 * 3.0**2))
     bg_f, cells_f = sfft.rfft2(bg), sfft.rfft2(cells)
     ky, kx = np.fft.fftfreq(ch)[:, None], np.fft.rfftfreq(cw)[None, :]
-    shifts = rng.uniform(-max_shift, max_shift, (n_frames, 2))
+    if shifts is None:
+        shifts = rng.uniform(-max_shift, max_shift, (n_frames, 2))
     activity = 1.0 + rng.gamma(0.5, 1.0, n_frames)  # transients on top of the resting level
     frames = np.empty((n_frames, 1, height, width), np.uint16)
     crop = (slice(pad, pad + height), slice(pad, pad + width))
