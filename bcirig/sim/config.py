@@ -33,6 +33,7 @@ class SimConfig:
     sensory_threshold_hz: float = spec(6.0, min=0.0, max=200.0, doc="sensory units' bias below zero")
     sensory_gain_hz: float = spec(20.0, min=0.0, max=200.0, doc="drive of a tuned unit at its preferred value")
     tuning_width: float = spec(0.12, min=0.01, max=2.0, doc="tuning SD, in units of the feedback range")
+    context_hz: float = spec(1.0, min=0.0, max=100.0, doc="SD of reward / lick input weights onto other units")
     # ---------------------------------------------------------------------------------- learning
     learning_rate: float = spec(0.00005, min=0.0, max=10.0, doc="vectorized / blocked rule")
     scalar_learning_rate: float = spec(0.00005, min=0.0, max=10.0, doc="scalar (RPE x node perturbation) rule")

@@ -51,6 +51,8 @@ class SimulatedMouse:
         self.src_unit = np.array([s.unit for s in self.sources], np.intp)
         self.src_dendrite = np.array([s.kind == "dendrite" for s in self.sources])
         self.dend_unit = self.src_unit[self.src_dendrite]
+        somata = ~self.src_dendrite
+        self.soma_mean = somata / max(1, int(somata.sum()))  # dff @ soma_mean = mean dF/F of the somata
         self.rng = np.random.default_rng([self.seed, 2])  # indicator, licks, motion, drift
         self.optics = Optics(protocol, config, self.sources, state.anatomy_seed,
                              np.random.default_rng([self.seed, 5]), pixels=config.level == "pixels")
@@ -61,11 +63,13 @@ class SimulatedMouse:
         self.licks = 0
         self.since_reward_s = math.inf
         self.motion = np.zeros(2)
+        self.motion_a = math.exp(-self.dt / 2.0)  # slow wander, ~2 s correlation
+        self.motion_sd = config.motion_px * math.sqrt(1 - self.motion_a**2)
         self.jitter = 0.0
         self.drift = 0.0
         # Slow drift: a few random sinusoids (periods 1-10 min), smooth from frame to frame (sd = cfg.drift).
-        self.drift_omega = 2 * math.pi / self.rng.uniform(60.0, 600.0, 3)
-        self.drift_phase = self.rng.uniform(0.0, 2 * math.pi, 3)
+        omega = 2 * math.pi / self.rng.uniform(60.0, 600.0, 3)
+        self.drift_waves = list(zip(omega.tolist(), self.rng.uniform(0.0, 2 * math.pi, 3).tolist(), strict=True))
         self.neuropil = 0.0
         self.npil_alpha = 1.0 - math.exp(-self.dt / 1.0)
         self.margin = motion_margin(config)
@@ -74,6 +78,7 @@ class SimulatedMouse:
         self._roi_model: Any = None
         self._np_model: Any = None
         self.channels = protocol.feedback.steps
+        self.lick_input = self.channels + CONTEXT.index("lick")
         self._warm_up(frames=round(6.0 * protocol.imaging.frame_rate_hz))
 
     def _warm_up(self, frames: int) -> None:
@@ -159,7 +164,7 @@ class SimulatedMouse:
             self.since_reward_s = 0.0
         self.prev = feedback
         u = sense(feedback, self.protocol.feedback, self.channels, cfg.tuning_width)
-        u[self.channels + CONTEXT.index("lick")] = float(self.licks)
+        u[self.lick_input] = float(self.licks)
         r = self.brain.step(u)
         rates = r[self.src_unit]
         if len(self.dend_unit):
@@ -175,19 +180,19 @@ class SimulatedMouse:
         self.since_reward_s += self.dt
         # Brightness: bleaching, slow drift, neuropil (population activity) as one global factor.
         t_s = self.frame_index * self.dt
-        self.drift = cfg.drift * float(np.sum(np.sin(self.drift_omega * t_s + self.drift_phase))) / math.sqrt(1.5)
+        self.drift = cfg.drift * sum(math.sin(w * t_s + ph) for w, ph in self.drift_waves) / math.sqrt(1.5)
         # Neuropil sums many unresolved neurites: a smoothed (~1 s) population signal, not per-frame spikes.
-        population = float(dff[~self.src_dendrite].mean()) if len(dff) else 0.0
+        population = float(dff @ self.soma_mean)
         if self.frame_index == 0:
             self.neuropil = population  # start at the level, not from zero (no ramp on the first frames)
         self.neuropil += self.npil_alpha * (population - self.neuropil)
         scale = math.exp(-t_s / cfg.bleach_tau_s) * (1.0 + self.drift) * (1.0 + cfg.neuropil_coupling * self.neuropil)
         # Rigid motion: slow wander + a jaw-driven jolt per lick, integer pixels within the margin.
-        a = math.exp(-self.dt / 2.0)
-        self.motion = a * self.motion + cfg.motion_px * math.sqrt(1 - a * a) * self.rng.standard_normal(2)
+        self.motion *= self.motion_a
+        self.motion += self.motion_sd * self.rng.standard_normal(2)
         self.jitter = 0.6 * self.jitter + cfg.lick_jitter_px * self.licks
-        dy = int(np.clip(round(self.motion[0] + self.jitter), -self.margin, self.margin))
-        dx = int(np.clip(round(self.motion[1]), -self.margin, self.margin))
+        dy = min(max(round(float(self.motion[0]) + self.jitter), -self.margin), self.margin)
+        dx = min(max(round(float(self.motion[1])), -self.margin), self.margin)
         truth = {
             "shift": [dy, dx],
             "licks": self.licks,
