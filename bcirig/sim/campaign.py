@@ -95,7 +95,7 @@ def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, 
         "licks": ((), "int16"),
         "rpe": ((), "float64"),
         "rates": ((n_bci,), "float32"),
-        "spikes": ((len(mouse.sources),), "int16"),
+        "spikes": ((len(mouse.bci_sources),), "int16"),
     }
     rois = mouse.rois()
     return SessionWriter(

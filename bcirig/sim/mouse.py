@@ -51,6 +51,7 @@ class SimulatedMouse:
         self.src_unit = np.array([s.unit for s in self.sources], np.intp)
         self.src_dendrite = np.array([s.kind == "dendrite" for s in self.sources])
         self.dend_unit = self.src_unit[self.src_dendrite]
+        self.bci_sources = np.array([k for k, s in enumerate(self.sources) if s.name], np.intp)
         somata = ~self.src_dendrite
         self.soma_mean = somata / max(1, int(somata.sum()))  # dff @ soma_mean = mean dF/F of the somata
         self.rng = np.random.default_rng([self.seed, 2])  # indicator, licks, motion, drift
@@ -198,7 +199,7 @@ class SimulatedMouse:
             "licks": self.licks,
             "rpe": delta,
             "rates": r[: self.brain.anatomy.n_bci].astype(np.float32),
-            "spikes": spikes.astype(np.int16),
+            "spikes": spikes[self.bci_sources].astype(np.int16),  # BCI somata, then their dendrites
             "dff": dff.astype(np.float32),
             "scale": scale,
         }
