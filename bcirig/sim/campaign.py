@@ -110,6 +110,26 @@ def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, 
     )
 
 
+def _save_state(path: Path, state: MouseState, cfg: SimConfig, proto: Protocol) -> None:
+    """Ground truth of learning, beside the session: the plastic synapses at the end of the day."""
+    import h5py
+
+    from bcirig.sim.brain import build_anatomy
+
+    anatomy, w0 = build_anatomy(cfg, proto, state.anatomy_seed)
+    with h5py.File(path, "a") as f:
+        g = f.create_group("sim_state")
+        g.attrs["rule"] = state.rule
+        g.attrs["anatomy_seed"] = state.anatomy_seed
+        g.attrs["reward_expectation"] = state.value
+        g.attrs["days_completed"] = state.day
+        g.create_dataset("bci_sign", data=anatomy.sign)
+        g.create_dataset("plastic_units", data=anatomy.plastic)
+        g.create_dataset("plastic_excitatory", data=anatomy.excitatory[anatomy.plastic])
+        g.create_dataset("w_plastic", data=state.w_rec[: anatomy.n_bci][:, anatomy.plastic])
+        g.create_dataset("w_plastic_naive", data=w0[: anatomy.n_bci][:, anatomy.plastic])
+
+
 def run_mouse(job: dict[str, Any]) -> dict[str, Any]:
     """All days of one mouse (runs in a worker process); returns its per-day results."""
     from bcirig.sim.brain import fresh_state
@@ -135,6 +155,8 @@ def run_mouse(job: dict[str, Any]) -> dict[str, Any]:
         res = run_day(day_proto, cfg, seed, state, carried, keep_arrays=False,
                       make_writer=None if args.no_sessions else make_writer)
         state, carried = res.state, res.carried
+        if not args.no_sessions:
+            _save_state(path, state, cfg, day_proto)
         hits = [t["frames"] for t in res.trials if t["outcome"] == "hit"]
         days.append({
             "day": d + 1, **{k: res.summary[k] for k in ("trials", "hits", "aborts", "timeouts", "hit_rate",

@@ -105,3 +105,31 @@ def test_learned_feedback_drives_the_bci_units(trained: dict[str, object]) -> No
     assert gain[4:].mean() < -0.5  # P- down
     # orientation-specific: the far-from-target grating moves them much less
     assert abs((far - grey)[:4].mean()) < 0.5 * gain[:4].mean()
+
+
+def _dendrite_response(rule: str) -> tuple[float, float]:
+    """Mean change of P+ and P- dendrite dF/F in the second after a reward vs the second before (20 rewards)."""
+    proto = short_protocol()
+    mouse = SimulatedMouse(proto, sim_config(proto, rule=rule), seed=3)
+    dend = np.flatnonzero(mouse.src_dendrite)
+    sign = mouse.brain.anatomy.sign
+    reward = Feedback(phase=Phase.CLOSED_LOOP, state=TrialState.HIT_HOLD, screen=Screen.GRATING, angle_deg=90.0,
+                      reward=True)
+    change = []
+    for _ in range(20):
+        before = np.mean([mouse.step_traces(None).truth["dff"][dend] for _ in range(30)], axis=0)
+        mouse.step_traces(reward)
+        after = np.mean([mouse.step_traces(None).truth["dff"][dend] for _ in range(30)], axis=0)
+        change.append(after - before)
+        for _ in range(60):
+            mouse.step_traces(None)
+    d = np.mean(change, axis=0)
+    return float(d[sign > 0].mean()), float(d[sign < 0].mean())
+
+
+def test_dendrites_carry_opposing_instructive_signals() -> None:
+    plus, minus = _dendrite_response("vectorized")
+    assert plus > 0.05 and minus < -0.04  # dF/F, on a resting dendritic dF/F of ~0.3
+    for rule in ("blocked", "scalar"):  # blocked: signal removed; scalar: no per-neuron signal at all
+        plus, minus = _dendrite_response(rule)
+        assert abs(plus) < 0.03 and abs(minus) < 0.03, rule

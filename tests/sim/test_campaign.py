@@ -50,6 +50,9 @@ def test_one_session_file_per_mouse_per_day(runs: tuple[Path, Path, Path]) -> No
         assert f["truth/shift"].shape == (n, 2)
         assert n >= 1000 + 4 * 75  # baseline + 4 trials of at least grey + hold + ITI
         assert len(f["trials/outcome"]) == 4
+        st = f["sim_state"]
+        assert st.attrs["rule"] == "vectorized"
+        assert st["w_plastic"].shape == st["w_plastic_naive"].shape == (8, len(st["plastic_units"]))
 
 
 def test_same_seed_same_session_data_whatever_the_workers(runs: tuple[Path, Path, Path]) -> None:
