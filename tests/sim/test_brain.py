@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from bcirig.config import Protocol
 from bcirig.messages import Feedback, Phase, Screen, TrialState
-from bcirig.sim import SimulatedMouse, dale_violations
+from bcirig.sim import SimConfig, SimulatedMouse, dale_violations
 from bcirig.sim.brain import build_anatomy, group_signs
-from bcirig.sim.session import run_day
+from bcirig.sim.session import DayResult, run_day
 from tests.sim.conftest import short_protocol, sim_config
 
 
@@ -47,30 +49,36 @@ def test_naive_bci_units_ignore_the_grating(protocol: Protocol) -> None:
     assert np.abs(target - grey).max() < 1.0  # Hz, against rates of a few Hz and noise of 4 Hz
 
 
+@dataclass
+class Trained:
+    """One short day per rule of the same animal."""
+
+    protocol: Protocol
+    runs: dict[str, tuple[SimConfig, DayResult]]
+
+
 @pytest.fixture(scope="module")
-def trained() -> dict[str, object]:
+def trained() -> Trained:
     """One short day per rule, same animal (anatomy seed), strong learning rate to see the effect fast."""
     proto = short_protocol(baseline=1500, trials=20)
-    out: dict[str, object] = {}
+    runs = {}
     for rule in ("vectorized", "blocked", "scalar", "none"):
         cfg = sim_config(proto, rule=rule, learning_rate=0.002, scalar_learning_rate=0.002)
-        res = run_day(proto, cfg, seed=21, keep_arrays=False)
-        out[rule] = (cfg, res)
-    out["protocol"] = proto
-    return out
+        runs[rule] = (cfg, run_day(proto, cfg, seed=21, keep_arrays=False))
+    return Trained(proto, runs)
 
 
-def test_dale_holds_after_learning(trained: dict[str, object]) -> None:
-    proto = trained["protocol"]
+def test_dale_holds_after_learning(trained: Trained) -> None:
+    proto = trained.protocol
     for rule in ("vectorized", "scalar"):
-        cfg, res = trained[rule]  # type: ignore[misc]
+        cfg, res = trained.runs[rule]
         assert res.state.history[-1]["abs_change"] > 0.01, rule  # the weights did learn
-        assert dale_violations(res.state, cfg, proto) == 0, rule  # type: ignore[arg-type]
+        assert dale_violations(res.state, cfg, proto) == 0, rule
 
 
-def test_vectorized_learning_has_the_groups_signs(trained: dict[str, object]) -> None:
-    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
-    cfg, res = trained["vectorized"]  # type: ignore[misc]
+def test_vectorized_learning_has_the_groups_signs(trained: Trained) -> None:
+    proto = trained.protocol
+    cfg, res = trained.runs["vectorized"]
     anatomy, w0 = build_anatomy(cfg, proto, res.state.anatomy_seed)
     dw = (res.state.w_rec - w0)[: anatomy.n_bci][:, anatomy.plastic]
     exc = anatomy.excitatory[anatomy.plastic]
@@ -84,18 +92,18 @@ def test_vectorized_learning_has_the_groups_signs(trained: dict[str, object]) ->
     assert np.array_equal(res.state.w_rec[:, other], w0[:, other])
 
 
-def test_blocked_and_none_do_not_learn(trained: dict[str, object]) -> None:
-    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
+def test_blocked_and_none_do_not_learn(trained: Trained) -> None:
+    proto = trained.protocol
     for rule in ("blocked", "none"):
-        cfg, res = trained[rule]  # type: ignore[misc]
+        cfg, res = trained.runs[rule]
         _, w0 = build_anatomy(cfg, proto, res.state.anatomy_seed)
         assert np.array_equal(res.state.w_rec, w0), rule
 
 
-def test_learned_feedback_drives_the_bci_units(trained: dict[str, object]) -> None:
+def test_learned_feedback_drives_the_bci_units(trained: Trained) -> None:
     """The closed loop is real: after learning the target grating raises P+ and lowers P- firing."""
-    proto: Protocol = trained["protocol"]  # type: ignore[assignment]
-    cfg, res = trained["vectorized"]  # type: ignore[misc]
+    proto = trained.protocol
+    cfg, res = trained.runs["vectorized"]
     mouse = SimulatedMouse(proto, cfg, seed=99, state=res.state.copy())
     grey = _bci_rates(mouse, None)
     target = _bci_rates(mouse, _grating(90.0))
