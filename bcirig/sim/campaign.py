@@ -33,7 +33,11 @@ from bcirig.sim.session import run_day
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line arguments of ``bcirig simulate``."""
-    p = argparse.ArgumentParser(prog="bcirig simulate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="bcirig simulate",
+        description="Days of training of simulated mice: baseline, calibration and trials each day, learned "
+        "synapses and calibration carried across days; one session file per mouse-day, a summary JSON and a PNG.",
+    )
     p.add_argument("protocol", help="protocol file (its [simulation] table sets the mouse parameters)")
     p.add_argument("--mice", type=int, default=8, help="mice per rule (default 8)")
     p.add_argument("--days", type=int, default=14, help="days of training (default 14)")
