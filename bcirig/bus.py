@@ -22,6 +22,8 @@ from bcirig.config import BusConfig
 from bcirig.messages import Message, Topic, WireError, decode, encode
 
 SNDHWM = 20000
+# Data topics start at seq 1 after START, so a missing first message is a gap; these do not.
+_JOIN_ANYTIME = frozenset({Topic.HEARTBEAT, Topic.LOG, Topic.CONTROL})
 
 
 def endpoints(run_dir: Path, names: Iterable[str], bus: BusConfig) -> dict[str, str]:
@@ -95,8 +97,10 @@ class Subscriber:
         self.received += 1
         key = (msg.src, msg.TOPIC.value)
         last = self.last_seq.get(key)
-        if last is not None and msg.seq != last + 1:
-            missing = max(0, msg.seq - last - 1)
+        if last is None and msg.TOPIC in _JOIN_ANYTIME:
+            last = msg.seq - 1  # periodic topics: what was sent before we connected is not a loss
+        missing = msg.seq - (last or 0) - 1
+        if missing > 0:
             self.gaps += missing
             self.gaps_by_src[msg.src] += missing
         self.last_seq[key] = msg.seq

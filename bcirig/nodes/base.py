@@ -91,6 +91,7 @@ class Node:
         self.stop_deadline = 0.0
         self.stopped_peers: set[str] = set()
         self.heard: set[str] = set()
+        self.early: list[Message] = []  # data that overtook START (another publisher's pipe): kept, not dropped
         self.next_heartbeat = 0.0
         self.counters: dict[str, int] = {}
         crash = spec.options.get("crash_at_frame")
@@ -173,6 +174,8 @@ class Node:
                     if isinstance(msg, Control) and msg.action is ControlAction.STOP:
                         self.stopping = True
                         return
+                    if not isinstance(msg, Heartbeat | Control):
+                        self.early.append(msg)
 
     def _handle(self, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
@@ -194,6 +197,9 @@ class Node:
         self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT_S
         if not self.stopping:
             self.on_start()
+        for msg in self.early:
+            self._handle(msg)
+        self.early.clear()
         for item in self.extra_poll():
             self.poller.register(item, zmq.POLLIN)
         while True:

@@ -30,6 +30,9 @@ class SourceNode(Node):
         self.finished = False
         self.t0 = 0.0
         self.late = 0
+        self.awaiting_since = 0.0
+        # lockstep: a verdict that never comes is a broken loop, reported, not waited on forever
+        self.verdict_timeout_s = max(10.0, 10 * self.protocol.safety.frame_timeout_ms / 1000)
         # Fault injection for tests: frames published with the wrong shape, as a misconfigured scanner would.
         self.bad_frames = {int(i) for i in spec.options.get("bad_frame_at", [])}
 
@@ -59,6 +62,10 @@ class SourceNode(Node):
             if not self.awaiting:
                 self._produce()
                 self.awaiting = True
+                self.awaiting_since = now
+            elif now - self.awaiting_since > self.verdict_timeout_s:
+                raise RuntimeError(f"lockstep: no feedback from the task on frame {self.index - 1} "
+                                   f"within {self.verdict_timeout_s:.0f} s (frames or readouts lost?)")
         elif now >= self.t0 + self.index * self.period:
             if now - (self.t0 + self.index * self.period) > self.period:
                 self.late += 1

@@ -15,6 +15,8 @@ from bcirig.interfaces import TaskStep
 from bcirig.messages import Message, Readout
 from bcirig.nodes.base import Node, NodeSpec
 
+STARTUP_GRACE_S = 5.0
+
 
 class TaskNode(Node):
     """Steps the trial state machine once per readout."""
@@ -27,6 +29,10 @@ class TaskNode(Node):
         self.timeout_s = self.protocol.safety.frame_timeout_ms / 1000
         self.last_readout = 0.0
         self.last_frame = -1
+
+    def on_start(self) -> None:
+        # The safety timer runs from the start: a first frame that never comes also greys the screen.
+        self.last_readout = time.monotonic() + STARTUP_GRACE_S
 
     def on_message(self, msg: Message) -> None:
         if not isinstance(msg, Readout):
@@ -53,7 +59,8 @@ class TaskNode(Node):
 
     def on_tick(self, now: float) -> None:
         if self.last_readout and not self.task.done and now - self.last_readout > self.timeout_s:
-            reason = f"no frame for {self.timeout_s * 1000:.0f} ms after frame {self.last_frame}"
+            reason = (f"no frame for {self.timeout_s * 1000:.0f} ms after frame {self.last_frame}"
+                      if self.last_frame >= 0 else "no frame arrived after the session started")
             self.log("warning", reason, frame=self.last_frame)
             self._publish(self.task.safe(self.last_frame, reason), {})
 

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from bcirig.config import load_rig
-from bcirig.messages import Ack, Action, Command, Event, EventKind, Message
+from bcirig.devices import execute_command, open_valve
+from bcirig.messages import Ack, Command, Event, EventKind, Message
 from bcirig.nodes.base import Node, NodeSpec
 
 PING_S = 0.25
@@ -23,8 +24,6 @@ class ValveNode(Node):
 
     def __init__(self, spec: NodeSpec) -> None:
         super().__init__(spec)
-        from bcirig.devices import open_valve
-
         self.stack = contextlib.ExitStack()
         self.rig = load_rig(spec.rig_path)
         self.device: Any = self.stack.enter_context(open_valve(self.rig.valve))
@@ -42,24 +41,13 @@ class ValveNode(Node):
             return
         t_in = time.monotonic_ns()
         self.frame = msg.frame
+        msg.t_ns = {"task_out": msg.t_ns.get("task_out", -1), "device_in": t_in}
         if self.safe_state:
             ack = Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action, ok=False,
-                      error="refused: session in safe state")
+                      error="refused: session in safe state", t_ns=msg.t_ns)
         else:
-            if msg.action is Action.REWARD:
-                dev = self.device.reward(msg.reward_ul)
-            elif msg.action is Action.OPTO:
-                dev = self.device.opto(msg.opto_ms)
-            elif msg.action is Action.REWARD_OPTO:
-                dev = self.device.reward_opto(msg.reward_ul, msg.opto_ms)
-            else:
-                dev = None
+            ack = execute_command(self.device, msg)
             self.last_io = time.monotonic()
-            ack = Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action,
-                      ok=bool(getattr(dev, "ok", False)), error=str(getattr(dev, "error", "") or ""),
-                      open_ms=float(getattr(dev, "open_ms", 0.0) or 0.0),
-                      device_ms=int(getattr(dev, "device_ms", -1) if dev is not None else -1))
-        ack.t_ns = {"task_out": msg.t_ns.get("task_out", -1), "device_in": t_in}
         self.pub.publish(ack, stamp="device_ack")
         key = "acks_ok" if ack.ok else "acks_refused"
         self.counters[key] = self.counters.get(key, 0) + 1
