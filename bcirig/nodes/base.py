@@ -148,34 +148,32 @@ class Node:
                     time.sleep(3600)
             raise RuntimeError(f"injected failure at frame {frame}")
 
+    def _startup_messages(self) -> list[Message]:
+        """One start-up turn: heartbeat every 50 ms (late peers are still joining), then what arrived."""
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self.heartbeat()
+            self.next_heartbeat = now + 0.05
+        out = []
+        if self.poller.poll(50):
+            while (msg := self.sub.recv()) is not None:
+                out.append(msg)
+        return out
+
     def _startup(self) -> None:
         expect = set(self.spec.upstream) | {"supervisor"}
         while self.heard < expect:
-            now = time.monotonic()
-            if now >= self.next_heartbeat:
-                self.heartbeat()
-                self.next_heartbeat = now + 0.05
-            if self.poller.poll(50):
-                while (msg := self.sub.recv()) is not None:
-                    if isinstance(msg, Heartbeat):
-                        self.heard.add(msg.src)
+            self.heard.update(m.src for m in self._startup_messages() if isinstance(m, Heartbeat))
         self.state = NodeState.READY
         self.dealer.send(b"ready")
-        while True:  # wait for START, keep heartbeating so late peers can finish their own start-up
-            now = time.monotonic()
-            if now >= self.next_heartbeat:
-                self.heartbeat()
-                self.next_heartbeat = now + 0.05
-            if self.poller.poll(50):
-                while (msg := self.sub.recv()) is not None:
-                    if isinstance(msg, Control) and msg.action is ControlAction.START:
-                        self.state = NodeState.RUNNING
-                        return
-                    if isinstance(msg, Control) and msg.action is ControlAction.STOP:
-                        self.stopping = True
-                        return
-                    if not isinstance(msg, Heartbeat | Control):
-                        self.early.append(msg)
+        while self.state is NodeState.READY and not self.stopping:  # wait for START
+            for msg in self._startup_messages():
+                if isinstance(msg, Control) and msg.action is ControlAction.START:
+                    self.state = NodeState.RUNNING
+                elif isinstance(msg, Control) and msg.action is ControlAction.STOP:
+                    self.stopping = True
+                elif not isinstance(msg, Heartbeat | Control):
+                    self.early.append(msg)  # also what follows START in the same batch
 
     def _handle(self, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
@@ -197,8 +195,8 @@ class Node:
         self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT_S
         if not self.stopping:
             self.on_start()
-        for msg in self.early:
-            self._handle(msg)
+        for early in self.early:
+            self._handle(early)
         self.early.clear()
         for item in self.extra_poll():
             self.poller.register(item, zmq.POLLIN)
@@ -212,10 +210,10 @@ class Node:
             events = dict(self.poller.poll(math.ceil(timeout_ms)))  # round up: never spin
             if self.sub.sock in events:
                 for _ in range(1000):  # bounded batch so ticks and heartbeats still happen under load
-                    msg = self.sub.recv()
-                    if msg is None:
+                    received = self.sub.recv()
+                    if received is None:
                         break
-                    self._handle(msg)
+                    self._handle(received)
             now = time.monotonic()
             self.on_tick(now)
             if now >= self.next_heartbeat:
