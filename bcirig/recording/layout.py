@@ -18,7 +18,7 @@ VERSION = 1
 READOUT_STAMPS = ("source", "arrive", "registered", "extracted", "decoded", "published")
 FEEDBACK_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
 COMMAND_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
-ACK_STAMPS = ("task_out", "device_in", "device_ack")
+ACK_STAMPS = ("task_out", "device_in", "valve_sent", "valve_ack", "device_ack")
 
 S = "S32"  # short enum strings
 Column = tuple[str, Any, tuple[int, ...]]  # name, dtype, per-row shape

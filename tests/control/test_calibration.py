@@ -39,7 +39,7 @@ def test_half_gaussian_sigma_ignores_positive_transients():
     rng = np.random.default_rng(1)
     noise = rng.normal(0.0, 0.05, 200_000)
     transients = np.where(rng.random(noise.size) < 0.1, rng.exponential(1.0, noise.size), 0.0)
-    median, sigma = half_gaussian_sigma(noise + transients)
+    _median, sigma = half_gaussian_sigma(noise + transients)
     assert sigma == pytest.approx(0.05, rel=0.1)
 
 

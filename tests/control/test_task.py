@@ -73,7 +73,7 @@ def test_hit_holds_target_rewards_on_third_hold_frame_then_grey_iti():
     cmd = hold[2].commands[0]
     assert cmd.action is Action.REWARD and cmd.reward_ul == 4.0 and cmd.frame == 109
     assert hold[2].feedback.reward and not hold[1].feedback.reward
-    end = [e for e in hold[0].events if e.name is EventKind.TRIAL_END][0]
+    end = next(e for e in hold[0].events if e.name is EventKind.TRIAL_END)
     assert end.data["outcome"] == "hit" and end.data["frames"] == 8  # frames 100..107
     iti = run(task, [0.5] * 4, start=113)
     assert [s.feedback.state for s in iti] == [TrialState.ITI] * 4
