@@ -169,8 +169,13 @@ class Pipeline:
         return self._from_traces(np.asarray(F, np.float32), np.asarray(neuropil, np.float32), index, t)
 
     def _bad(self, index: int, error: str, t: dict[str, int]) -> Readout:
+        """A rejected frame: counted, reported, NaN in every per-ROI field (so rows keep their width)."""
         self.bad_frames += 1
-        return Readout(frame=index, valid=False, error=error, t_ns=t)
+        nan = np.full(len(self.rois), np.nan, np.float32)
+        return Readout(
+            frame=index, valid=False, error=error, t_ns=t, shift=np.full(2, np.nan, np.float32),
+            F=nan, neuropil=nan.copy(), F0=nan.copy(), dff=nan.copy(),
+        )
 
     # ------------------------------------------------------------------ traces onward
     def _from_traces(self, f: np.ndarray, npl: np.ndarray, index: int, t: dict[str, int]) -> Readout:

@@ -112,6 +112,8 @@ def test_bad_frame_is_reported_counted_and_not_raised(frame: object, message: st
     r = pipe.process(frame, 17)  # type: ignore[arg-type]
     assert (r.valid, r.error, r.frame) == (False, message, 17)
     assert pipe.bad_frames == 1 and pipe.frames == 0
+    assert r.dff.shape == r.F.shape == r.F0.shape == r.neuropil.shape == (2,)  # rows keep the ROI count
+    assert np.all(np.isnan(r.dff)) and np.all(np.isnan(r.shift)) and np.isnan(r.readout)
 
 
 def test_nan_in_float_frames_and_traces_is_rejected() -> None:
