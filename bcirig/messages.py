@@ -106,7 +106,8 @@ class EventKind(enum.StrEnum):
     CALIBRATION = "calibration"
     TRIAL_START = "trial_start"
     TRIAL_END = "trial_end"
-    LICK = "lick"
+    LICK = "lick"  # reported by the lick sensor (valve controller), with its device time
+    LICK_CONTACT = "lick_contact"  # simulated mouse's tongue on the sensor (ground truth)
     BAD_FRAME = "bad_frame"
     SAFE_STATE = "safe_state"
     SESSION_END = "session_end"

@@ -48,7 +48,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {  # upstream, topic
     "source": (["task"], ["feedback", "event"], []),
     "pipeline": (["source"], ["frame"], ["source"]),
     "task": (["pipeline"], ["readout"], ["pipeline"]),
-    "valve": (["task"], ["command"], ["task"]),
+    "valve": (["task", "source"], ["command", "event"], ["task", "source"]),  # source: simulated licks
     "recorder": (["source", "pipeline", "task", "valve"],
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["source", "pipeline", "task", "valve"]),

@@ -184,3 +184,37 @@ def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path):
         assert sf.attrs["complete"]
         assert sf.table("readout")["frame"].tolist() == list(range(350))
         assert sf.table("feedback")["screen"][-1] == b"grey"
+
+
+def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_device_times(session):
+    with SessionFile(session.path) as sf:
+        events = sf.events()
+    contacts = sum(e["data"]["count"] for e in events if e["name"] == "lick_contact")
+    licks = [e for e in events if e["name"] == "lick"]
+    assert contacts > 0  # the simulated mouse licks (more after rewards)
+    assert len(licks) == contacts  # the twin's debounce (3 ms) passes every 40 ms contact
+    device_ms = [e["data"]["device_ms"] for e in licks]
+    assert device_ms == sorted(device_ms) and all(e["data"]["host_ns"] > 0 for e in licks)
+
+
+@pytest.mark.firmware
+def test_session_through_the_emulated_firmware_rewards_and_reports_licks(tmp_path):
+    from bcirig.devices.emulator import ValveEmulator
+
+    try:
+        ValveEmulator().close()
+    except Exception as exc:  # pragma: no cover - only where avr-gcc/simavr are missing
+        pytest.skip(f"valve firmware emulator unavailable: {exc}")
+    result = Supervisor(PROTOCOL, ROOT / "hardware" / "rigs" / "sim-emulated.toml", data_dir=tmp_path,
+                        mode="lockstep").run()
+    assert result.ok, result.error
+    with SessionFile(result.path) as sf:
+        cmds, acks = sf.table("commands"), sf.table("acks")
+        events = sf.events()
+    assert acks["command_id"].tolist() == cmds["command_id"].tolist()  # every command acknowledged
+    ok = acks["ok"]
+    assert ok.any() and np.all(acks["open_ms"][ok] == 100.0)  # 4 uL x 25 ms/uL, applied by the firmware
+    assert all(b"INTERVAL" in e for e in acks["error"][~ok])  # refusals only from the firmware's min interval
+    contacts = sum(e["data"]["count"] for e in events if e["name"] == "lick_contact")
+    licks = [e for e in events if e["name"] == "lick"]
+    assert 0 < len(licks) <= contacts  # contacts closer than 40 ms merge on the real (debounced) pin

@@ -30,17 +30,21 @@ def open_valve(
     """
     with contextlib.ExitStack() as stack:
         valve: ValveController | SimulatedValveController
+        emulator: ValveEmulator | None = None
         if cfg.kind == "simulated":
             valve = SimulatedValveController(ms_per_ul=cfg.ms_per_ul)
         else:
             if cfg.kind == "emulated":
-                path = stack.enter_context(ValveEmulator()).pty_path
+                emulator = stack.enter_context(ValveEmulator())
+                path = emulator.pty_path
             elif cfg.kind == "serial":
                 path = cfg.port
             else:
                 raise ValueError(f"valve.kind {cfg.kind!r} is not one of 'simulated', 'serial', 'emulated'")
             valve = ValveController(_serial_port(path, cfg.baud), ms_per_ul=cfg.ms_per_ul,
                                     timeout_s=timeout_s, retries=retries)
+            if emulator is not None:  # a simulated mouse can lick the emulated firmware's sensor pin
+                valve.lick_input = emulator.inject_lick
         stack.callback(valve.close)
         if isinstance(valve, ValveController):
             valve.wait_ready()

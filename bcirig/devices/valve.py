@@ -114,6 +114,8 @@ class _ValveBase:
         self._limits: ValveLimits | None = None
         self._seq = random.SystemRandom().randint(1, SEQ_MAX)  # a restarted host never repeats a seq
         self._closed = False
+        # Where a simulated tongue touches the lick sensor (emulator pin, twin); None on a real rig.
+        self.lick_input: Callable[[float], object] | None = None
 
     # ------------------------------------------------------------------------------ for subclasses
     def _exchange(self, verb: Verb, *args: int) -> tuple[Reply, int, int, int]:
@@ -274,6 +276,12 @@ class _ValveBase:
 
     def _poll(self) -> None:
         """Read whatever the device has sent, without waiting."""
+
+    def touch_lick_sensor(self, duration_ms: float = 40.0) -> None:
+        """A simulated tongue contact on the lick sensor; the device reports it as a lick if it debounces."""
+        if self.lick_input is None:
+            raise ValveError(f"{self.name}: no simulated lick input (a real sensor is wired to the device)")
+        self.lick_input(duration_ms)
 
     def fileno(self) -> int | None:
         """A file descriptor that becomes readable when the device sends something (None: none)."""
@@ -470,6 +478,7 @@ class SimulatedValveController(_ValveBase):
         t0 = self._clock_ns()
         self.device = FirmwareModel(lambda: (self._clock_ns() - t0) / 1e6)
         self._owns_clock = clock_ns is None
+        self.lick_input = self.device.inject_lick
 
     def _collect(self, want_seq: int | None) -> Reply | None:
         found = None

@@ -77,6 +77,10 @@ class SourceNode(Node):
         data = sim.data[..., : sim.data.shape[-1] // 2] if self.index in self.bad_frames else sim.data
         msg = Frame(frame=self.index, data=data, truth=sim.truth)
         self.pub.publish(msg, stamp="source")
+        licks = int(sim.truth.get("licks", 0))
+        if licks:  # the simulated tongue touches the rig's lick sensor (the valve controller's input)
+            self.pub.publish(Event(frame=self.index, name=EventKind.LICK_CONTACT, data={"count": licks}),
+                             stamp="sent")
         self.index += 1
         self.counters["frames"] = self.index
         self.counters["late_frames"] = self.late

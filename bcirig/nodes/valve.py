@@ -17,6 +17,7 @@ from bcirig.messages import Ack, Command, Event, EventKind, Message
 from bcirig.nodes.base import Node, NodeSpec
 
 PING_S = 0.25
+LICK_CONTACT_MS = 40.0  # a simulated tongue contact; the firmware debounces 3 ms
 
 
 class ValveNode(Node):
@@ -37,6 +38,14 @@ class ValveNode(Node):
         return [fd] if isinstance(fd, int) and fd >= 0 else []
 
     def on_message(self, msg: Message) -> None:
+        if isinstance(msg, Event) and msg.name is EventKind.LICK_CONTACT:
+            self.frame = max(self.frame, msg.frame)
+            if self.device.lick_input is None:  # a real board's sensor cannot feel a simulated tongue
+                self.counters["lick_contacts_unwired"] = self.counters.get("lick_contacts_unwired", 0) + 1
+                return
+            for _ in range(int(msg.data.get("count", 1))):
+                self.device.touch_lick_sensor(LICK_CONTACT_MS)
+            return
         if not isinstance(msg, Command):
             return
         t_in = time.monotonic_ns()
