@@ -76,6 +76,8 @@ class Pipeline:
         ref = np.asarray(reference, np.float32)
         if ref.shape != self.frame_shape:
             raise ValueError(f"reference shape {ref.shape} != frame shape {self.frame_shape} (planes, H, W)")
+        if not np.isfinite(ref).all():
+            raise ValueError("reference image contains NaN or infinite pixels; rebuild it with make_reference")
         rois.validate(self.frame_shape)
         self.decoder = make_decoder(protocol, rois)
         self.reference = ref

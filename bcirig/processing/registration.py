@@ -5,20 +5,25 @@ Convention: ``shift = (dy, dx)`` means the frame's content moved by +shift relat
 at ``(y + dy, x + dx)`` in the frame, which is how the pipeline moves its ROIs (the frame itself is
 never interpolated).
 
-How a frame is registered (all float32 / complex64):
+How a frame is registered (all float32 / complex64; the reference goes through steps 1-2 once):
 
-1. The (optionally cropped) plane is multiplied by a cosine-edged taper in the same pass that converts
-   it to float32, so the image edges do not produce a spurious correlation peak at zero shift.
-2. Real FFT along x, then FFT along y of only the lowest quarter of the x frequencies; keep the central
-   half of the y frequencies. Registration uses this low-frequency band only: a symmetric band limit
-   does not move the correlation peak, removes most shot noise, and makes every later step 8x cheaper.
-   The band's mean (DC) term is removed, which is the same as subtracting both images' means.
-3. Cross-power with the reference band's conjugate (computed once); a small inverse FFT gives the
-   correlation on a 2-px grid; the peak is searched within ``max_shift_px``.
-4. The correlation is evaluated exactly (matrix-multiply DFT on the band) on a grid of 1/``upsample``
-   px in a 3x3-px window around the coarse peak; its maximum is the shift, clamped to ``max_shift_px``.
+1. The (optionally cropped) plane is summed in 2x2 bins into float32 and multiplied by a cosine-edged
+   taper, so the image edges do not produce a spurious correlation peak at zero shift.
+2. Its real 2-D FFT is the registration *band*: the lowest half of the frequencies on each axis of
+   the full-resolution image. Binning weights every frequency of the band by the same real factor
+   (and one common phase) in frame and reference, and a symmetric band limit does not move the
+   correlation peak; it removes most shot noise and makes every FFT 4x smaller. The tapered mean is
+   removed (DC and its leakage), which is the same as subtracting both images' means.
+3. Cross-power with the reference band's conjugate; the inner half of it, inverse-transformed, gives
+   the correlation on a ~4-px grid, whose maximum within ``max_shift_px`` is the coarse shift.
+4. The correlation is evaluated exactly by matrix-multiply DFT (Guizar-Sicairos' upsampled DFT) on
+   0.5-px steps around the coarse shift (inner band), then on 1/``upsample``-px steps over +-0.3 px
+   (whole band); the maximum is the shift, clamped to ``max_shift_px``.
 5. Quality ``corr``: the normalised cross-correlation of the band-limited, tapered frame and reference
    at that shift (1 = same image up to shift and gain).
+
+Accuracy on 512x512 synthetic two-photon frames (~10 photons/px background, shifts up to +-20 px,
+non-periodic): 0.08 px RMS per axis (``bcirig bench``, section registration).
 """
 
 from __future__ import annotations
