@@ -9,10 +9,12 @@ Group-based decoders (two_population, ensemble, pca, spike_rate) read only **som
 name ROIs (single_neuron, weighted) read exactly the ROIs named.
 
 Fitting (pca): a decoder with ``needs_fit`` returns NaN until fitted. The pipeline fits it
-automatically from the dF/F of the first ``fit_frames`` valid frames (default: ``baseline.frames``,
-i.e. the baseline phase) so that replaying the same frames gives the same components; the decoder
-output for those baseline frames is then available as ``Pipeline.fit_readouts`` for calibration.
-``Pipeline.fit_decoder(matrix)`` fits from a given (frames, ROIs) dF/F matrix instead (e.g. yesterday's).
+automatically from the dF/F of the first ``fit_frames`` valid frames (default: the first half of the
+baseline, ``baseline.frames // 2``), so replaying the same frames gives the same components, and the
+second half of the baseline already carries projected readouts for the task's calibration (which
+skips NaN). The decoder output for the fitting frames is kept as ``Pipeline.fit_readouts``.
+``Pipeline.fit_decoder(matrix)`` fits from a given (frames, ROIs) dF/F matrix instead (e.g. yesterday's),
+before the session starts, so that every readout is valid.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ class PcaParams:
 
     group: str = spec("", doc="group of somata used; '' = every soma on the BCI plane")
     component: int = spec(0, min=0, max=100, doc="0 = first principal component")
-    fit_frames: int = spec(0, min=0, doc="fit after this many valid frames; 0 = baseline.frames")
+    fit_frames: int = spec(0, min=0, doc="fit after this many valid frames; 0 = baseline.frames // 2")
 
 
 @register("pca")
@@ -233,7 +235,7 @@ class Pca(Decoder):
             raise RoiError(
                 f"decoder 'pca': readout.decoder.component = {params.component} but only {len(self.idx)} ROIs"
             )
-        self.fit_frames = params.fit_frames or protocol.baseline.frames
+        self.fit_frames = params.fit_frames or max(2, protocol.baseline.frames // 2)
         self.mean: np.ndarray | None = None
         self.axis: np.ndarray | None = None
 

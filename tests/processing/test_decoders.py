@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bcirig.processing import DECODERS, Pipeline, Roi, RoiError, RoiSet
-from bcirig.processing.decoders import make_decoder
+from bcirig.processing.decoders import Pca, make_decoder
 from bcirig.schema import ConfigError
 
 from .conftest import make_protocol
@@ -85,6 +85,11 @@ def test_pca_projects_on_the_baseline_direction() -> None:
     # moving 1 unit along the direction from the mean reads ~ +1 (sign fixed: largest loading positive)
     assert dec.decode(mean + direction, mean) == pytest.approx(1.0, abs=0.01)
     assert dec.decode(mean + np.array([0.0, 0.0, 1.0]), mean) == pytest.approx(0.0, abs=0.02)
+
+
+def test_pca_fits_on_the_first_half_of_the_baseline_by_default() -> None:
+    dec = make_decoder(make_protocol(decoder='name = "pca"'), roiset(["none"] * 3))
+    assert isinstance(dec, Pca) and dec.fit_frames == 20  # baseline.frames = 40
 
 
 def test_pipeline_fits_pca_after_fit_frames_and_keeps_baseline_readouts() -> None:
