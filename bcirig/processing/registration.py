@@ -210,3 +210,17 @@ class PiecewiseRegistration:
         i = int(np.clip(np.searchsorted(self.y_edges, y, side="right") - 1, 0, p - 1))
         j = int(np.clip(np.searchsorted(self.x_edges, x, side="right") - 1, 0, p - 1))
         return i * p + j
+
+
+def align_fov(
+    today: np.ndarray, earlier: np.ndarray, plane: int = 0, max_shift_px: float = 100.0, upsample: int = 10
+) -> tuple[float, float, float]:
+    """Shift (dy, dx) of today's field of view relative to an earlier day's, and the match quality.
+
+    ``today`` and ``earlier`` are reference images shaped (planes, H, W); the BCI ``plane`` is
+    compared. ROIs drawn on the earlier reference land on today's field at ``RoiSet.moved(dy, dx)``.
+    A ``corr`` well below that of ordinary frames means the field is not the same one.
+    """
+    cfg = RegistrationConfig(max_shift_px=max_shift_px, upsample=upsample)
+    ref = np.asarray(earlier, np.float32)[plane]
+    return RigidRegistration(ref, cfg).register(np.asarray(today, np.float32)[plane])

@@ -7,6 +7,7 @@ the plane, in *reference* coordinates: the pipeline moves ROIs with the measured
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import overload
@@ -112,6 +113,14 @@ class Roi:
         )
 
     # ------------------------------------------------------------------ geometry
+    def moved(self, dy: float, dx: float) -> Roi:
+        """The same ROI displaced by (dy, dx) px: a polygon is moved exactly and redrawn, pixel masks by
+        the nearest whole pixel (a mask has no finer geometry to move)."""
+        if len(self.vertices_yx):
+            return Roi.polygon(self.name, self.plane, self.vertices_yx + np.array([dy, dx]), self.group, self.kind, self.parent)
+        iy, ix = round(dy), round(dx)
+        return dataclasses.replace(self, y=(self.y + iy).astype(np.int32), x=(self.x + ix).astype(np.int32))
+
     @property
     def centroid_yx(self) -> tuple[float, float]:
         """Weighted centre of mass (y, x) in pixels."""
@@ -198,6 +207,11 @@ class RoiSet(Sequence[Roi]):
             ],
             dtype=np.intp,
         )
+
+    def moved(self, dy: float, dx: float) -> RoiSet:
+        """Every ROI displaced by (dy, dx) px (e.g. yesterday's ROIs onto today's field, see
+        :func:`bcirig.processing.registration.align_fov`)."""
+        return RoiSet(r.moved(dy, dx) for r in self._rois)
 
     def validate(self, frame_shape: tuple[int, int, int]) -> None:
         """Check every ROI fits a (planes, height, width) frame; RoiError naming the first that does not."""

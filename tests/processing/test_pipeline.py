@@ -193,3 +193,21 @@ def test_pipeline_is_a_pipeline_stage() -> None:
 
     pipe = Pipeline(make_protocol(readout=NP), two_cells(), np.zeros((1, 64, 64), np.float32))
     assert isinstance(pipe, PipelineStage)
+
+
+def test_day_two_alignment_moves_yesterdays_rois_onto_todays_cells() -> None:
+    from bcirig.processing.registration import align_fov
+
+    rng = np.random.default_rng(8)
+    yesterday, rois = textured_cells(rng)
+    rois = RoiSet([*rois, Roi.polygon("poly", 0, [(20.5, 60.5), (20.5, 66.5), (26.5, 63.5)], group="none")])
+    today = np.roll(yesterday, (5, -7), axis=(0, 1))  # the field moved by (+5, -7) overnight
+    dy, dx, corr = align_fov(today[None], yesterday[None])
+    assert (dy, dx) == pytest.approx((5.0, -7.0), abs=0.1) and corr > 0.9
+    moved = rois.moved(dy, dx)
+    assert [r.name for r in moved] == ["a", "b", "poly"]
+    assert moved[0].centroid_yx == pytest.approx((45.0, 33.0))  # (40, 40) + (5, -7)
+    np.testing.assert_allclose(moved[2].vertices_yx[0], [25.5, 53.5], atol=0.11)
+    assert moved[2].npix == rois[2].npix
+    pipe = Pipeline(make_protocol(height=96, width=96, readout=NP), moved, today[None].astype(np.float32))
+    np.testing.assert_array_equal(pipe.process(today.astype(np.uint16)[None], 0).F[:2], [2000.0, 1500.0])
