@@ -117,7 +117,8 @@ class Roi:
         """The same ROI displaced by (dy, dx) px: a polygon is moved exactly and redrawn, pixel masks by
         the nearest whole pixel (a mask has no finer geometry to move)."""
         if len(self.vertices_yx):
-            return Roi.polygon(self.name, self.plane, self.vertices_yx + np.array([dy, dx]), self.group, self.kind, self.parent)
+            vertices = self.vertices_yx + np.array([dy, dx])
+            return Roi.polygon(self.name, self.plane, vertices, self.group, self.kind, self.parent)
         iy, ix = round(dy), round(dx)
         return dataclasses.replace(self, y=(self.y + iy).astype(np.int32), x=(self.x + ix).astype(np.int32))
 
