@@ -130,9 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PASS_THROUGH = {"bench": _bench, "simulate": _simulate}  # subcommands with their own argument parsers
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bcirig`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASS_THROUGH:  # argparse.REMAINDER refuses a leading --option
+        args = argparse.Namespace(func=PASS_THROUGH[argv[0]], rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
