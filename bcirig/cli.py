@@ -32,6 +32,10 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     result = sup.run()
     if result.summary and "trials" in result.summary:
         print(format_summary(result.summary, str(result.path)))
+        if result.summary.get("complete"):
+            from bcirig.plots import plot_session
+
+            print(f"\n  figure: {plot_session(result.path)}")
     if not result.ok:
         print(f"bcirig: session failed: {result.error}", file=sys.stderr)
         print(f"bcirig: the file keeps everything up to the failure: {result.path}", file=sys.stderr)
