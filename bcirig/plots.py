@@ -25,7 +25,7 @@ def plot_session(path: str | Path, out: str | Path | None = None) -> Path:
         ro, fb, trials = sf.table("readout"), sf.table("feedback"), sf.table("trials")
         rois = sf.rois()
         rate = float(_protocol_rate(sf.protocol_text))
-        calib = next((e["data"] for e in sf.events() if e["name"] == "calibration"), {})
+        calib: dict[str, float] = next((e["data"] for e in sf.events() if e["name"] == "calibration"), {})
     names = [n.decode() for n in rois.get("name", [])]
     groups = [g.decode() for g in rois.get("group", [])]
     t = fb["frame"] / rate
