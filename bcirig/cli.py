@@ -23,7 +23,7 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
                      record_frames=False if args.no_frames else None, progress=sys.stderr,
-                     carried={} if args.fresh else None)
+                     carried={} if args.fresh else None, console=args.console)
     if sup.carried:
         print(f"bcirig: {args.subject}: carrying forward {sup.carried} (use --fresh to start afresh)",
               file=sys.stderr)
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
         sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
         sp.add_argument("--no-frames", action="store_true", help="do not store raw frames")
+        sp.add_argument("--console", action="store_true", help="open the operator's live console window")
         sp.add_argument("--fresh", action="store_true",
                         help="ignore the subject's carried-forward calibration (state.json)")
 

@@ -53,6 +53,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {  # upstream, topic
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["source", "pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
+    "console": (["pipeline", "task"], ["readout", "feedback", "event"], ["pipeline", "task"]),
 }
 STARTUP_TIMEOUT_S = 60.0
 SILENCE_TIMEOUT_S = 5.0
@@ -126,6 +127,7 @@ class Supervisor:
         node_options: dict[str, dict[str, Any]] | None = None,
         carried: dict[str, Any] | None = None,
         progress: TextIO | None = None,
+        console: bool = False,
     ) -> None:
         self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
         self.rig = load_rig(rig_path)
@@ -146,15 +148,17 @@ class Supervisor:
         self.failure = ""
         self.session_dir = Path()
         self.session_path = Path()
-        self.nodes: tuple[str, ...] = NODES + (("display",) if self.rig.display.kind == "qt" else ())
+        self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == "qt" else ())
+                                       + (("console",) if console else ()))
 
     # ------------------------------------------------------------------ set-up
     def _specs(self, run_dir: Path, eps: dict[str, str], control: str, setup_path: Path) -> list[NodeSpec]:
         specs = []
         for name in self.nodes:
             upstream, topics, drain = WIRING[name]
-            if name == "recorder" and "display" in self.nodes:  # for its final counters
-                upstream, drain = [*upstream, "display"], [*drain, "display"]
+            if name == "recorder":  # the GUI nodes' final counters go into the file too
+                gui = [n for n in ("display", "console") if n in self.nodes]
+                upstream, drain = [*upstream, *gui], [*drain, *gui]
             opts = dict(self.node_options.get(name, {}))
             if name in ("task", "recorder") and self.carried:
                 opts["carried"] = json.dumps(self.carried)

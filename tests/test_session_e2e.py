@@ -218,3 +218,16 @@ def test_session_through_the_emulated_firmware_rewards_and_reports_licks(tmp_pat
     contacts = sum(e["data"]["count"] for e in events if e["name"] == "lick_contact")
     licks = [e for e in events if e["name"] == "lick"]
     assert 0 < len(licks) <= contacts  # contacts closer than 40 ms merge on the real (debounced) pin
+
+
+def test_console_node_follows_the_session(tmp_path):
+    shot = tmp_path / "console.png"
+    result = Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="lockstep", console=True,
+                        node_options={"console": {"screenshot": str(shot)}}).run()
+    assert result.ok, result.error
+    with SessionFile(result.path) as sf:
+        nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
+                                                           strict=True)}
+    assert nodes["console"]["trials_seen"] == 4 == result.summary["trials"]
+    assert nodes["console"]["hits_seen"] == result.summary["hits"]
+    assert shot.stat().st_size > 10_000

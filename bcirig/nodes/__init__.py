@@ -14,6 +14,7 @@ NODE_KINDS = {
     "valve": ("bcirig.nodes.valve", "ValveNode"),
     "recorder": ("bcirig.nodes.recorder", "RecorderNode"),
     "display": ("bcirig.nodes.display", "DisplayNode"),
+    "console": ("bcirig.nodes.console", "ConsoleNode"),
 }
 
 

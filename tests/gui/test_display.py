@@ -43,3 +43,26 @@ def test_qt_window_shows_the_commanded_grating_then_grey():
     grey = grab_gray(w)
     assert abs(int(np.median(grey)) - 128) <= 1 and grey.std() < 1
     w.close()
+
+
+def test_console_shows_counts_and_the_readout_above_baseline_minimum():
+    from bcirig.gui.console import Console
+    from bcirig.gui.display import application
+    from bcirig.messages import Event, EventKind, Readout
+
+    app = application()
+    c = Console(title="t", frame_rate_hz=10.0)
+    c.on_event(Event(frame=9, name=EventKind.CALIBRATION, data={"baseline_min": 0.25, "threshold": 0.5}))
+    for i in range(20):
+        c.on_readout(Readout(frame=i, readout=0.25 + 0.05 * i, dff=np.array([0.1 * i, -0.1 * i], np.float32)))
+    c.on_event(Event(frame=15, name=EventKind.TRIAL_END, data={"outcome": "hit"}))
+    c.on_event(Event(frame=19, name=EventKind.TRIAL_END, data={"outcome": "timeout"}))
+    c.refresh()
+    app.processEvents()
+    x, y = c.readout_curve.getData()
+    np.testing.assert_allclose(x, np.arange(20) / 10.0)
+    np.testing.assert_allclose(y, 0.05 * np.arange(20), atol=1e-9)
+    assert c.threshold_line.value() == 0.5
+    assert len(c.dff_curves) == 2
+    assert "done 2   hits 1" in c.status.text() and "hit rate 50%" in c.status.text()
+    c.close()
