@@ -15,12 +15,12 @@ FIRMWARE := hardware/valve-controller
 demo: env firmware
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(VENV)/bin/bcirig demo
 
-test: env firmware
+test: env firmware lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: env
-	$(VENV)/bin/ruff check bcirig tests tools
-	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check -q bcirig tests tools
+	$(VENV)/bin/mypy --no-error-summary
 
 bench: env
 	$(VENV)/bin/bcirig bench
