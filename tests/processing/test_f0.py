@@ -77,3 +77,34 @@ def test_protocol_window_is_four_trials_and_rule_kind() -> None:
     assert isinstance(rule, PercentileF0) and rule.window == 4 * 20  # trials.length_frames = 20
     assert isinstance(make_f0_rule(make_protocol(f0='kind = "running_mean"\nwindow_frames = 7'), 3), RunningMeanF0)
     assert isinstance(make_f0_rule(make_protocol(f0='kind = "kde_mode"'), 3), KdeModeF0)
+
+
+@pytest.mark.parametrize("trend", [0.0, 0.5, -0.5])
+def test_banded_percentile_for_many_rois_matches_numpy_and_the_per_roi_path(trend: float) -> None:
+    # 300 ROIs, every frame from the first (warm-up) to well past a full window; a drift makes the
+    # percentile's rank wander through the bands, so bands run out and are rebuilt
+    rng = np.random.default_rng(11)
+    n, window, frames = 300, 700, 1600
+    data = rng.normal(1000, 40, size=(frames, n)) + trend * np.arange(frames)[:, None]
+    data[:, :60] = rng.integers(0, 5, size=(frames, 60))  # 60 ROIs with many exact ties
+    banded = PercentileF0(n, window, 10.0, np.float32, banded=True)
+    per_roi = PercentileF0(n, window, 10.0, np.float32, banded=False)
+    rounded = data.astype(np.float32).astype(np.float64)
+    for t in range(frames):
+        got = banded.update(data[t])
+        np.testing.assert_array_equal(got, np.percentile(rounded[max(0, t - window + 1) : t + 1], 10.0, axis=0))
+        np.testing.assert_array_equal(got, per_roi.update(data[t]))
+
+
+@pytest.mark.parametrize(("window", "pct"), [(1, 10.0), (5, 50.0), (60, 0.0), (60, 100.0), (500, 90.0)])
+def test_banded_percentile_edge_windows_and_percentiles(window: int, pct: float) -> None:
+    rng = np.random.default_rng(window)
+    data = rng.normal(100, 20, size=(3 * window + 40, 70))
+    rule = PercentileF0(70, window, pct, banded=True)
+    for t in range(len(data)):
+        want = np.percentile(data[max(0, t - window + 1) : t + 1], pct, axis=0)
+        np.testing.assert_array_equal(rule.update(data[t]), want)
+
+
+def test_many_rois_choose_the_banded_path() -> None:
+    assert PercentileF0(500, 3480, 10.0).banded and not PercentileF0(10, 3480, 10.0).banded
