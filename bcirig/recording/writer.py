@@ -96,8 +96,12 @@ class SessionWriter:
         for table, cols in self.columns.items():
             tg = self.f.create_group(table)
             for name, dtype, shape in cols:
+                # Chunks of ~64 KiB whatever the row width, LZF-compressed: mostly-empty text columns
+                # (errors, event JSON) cost almost nothing, and compression is cheap enough per flush.
+                row_bytes = np.dtype(dtype).itemsize * max(1, int(np.prod(shape)))
+                rows = int(np.clip(65536 // row_bytes, 16, 8192))
                 tg.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                  chunks=(max(1, 4096 // max(1, int(np.prod(shape)))), *shape))
+                                  chunks=(rows, *shape), compression="lzf", shuffle=row_bytes > 1)
         self.frame_buffer: list[np.ndarray] = []
         self.frame_index_buffer: list[tuple[int, int]] = []
         if record_frames:
