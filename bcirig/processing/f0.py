@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import math
 from abc import ABC, abstractmethod
 from operator import itemgetter
 
@@ -102,14 +103,14 @@ class PercentileF0(F0Rule):
         self._sorted: list[array.array[float]] = [array.array(code) for _ in range(n_rois)]
         self.banded = n_rois >= BANDED_MIN_ROIS if banded is None else banded
         if self.banded:
-            self._band = _RankBand(n_rois, self.q, self.dtype, self._ring)
+            self._band = _RankBand(n_rois, window, self.q, self.dtype)
 
     def update(self, values: np.ndarray) -> np.ndarray:
         """Add one frame and return the percentile of each ROI's window."""
         new = np.asarray(values, self.dtype)
         old = self._push(new)
         if self.banded:
-            return self._band.update(old, new, self.filled)
+            return self._band.update(old, new, self.filled, (self._head - 1) % self.window)
         bl, ins = bisect.bisect_left, bisect.insort
         if old is None:
             for s, x in zip(self._sorted, new.tolist(), strict=True):
@@ -121,7 +122,7 @@ class PercentileF0(F0Rule):
         # every ROI has the same window length, so the ranks and the weight are shared
         n = self.filled
         virtual = (n - 1) * self.q
-        prev = min(int(np.floor(virtual)), n - 1)
+        prev = min(math.floor(virtual), n - 1)
         nxt = min(prev + 1, n - 1)
         gamma = virtual - prev
         pairs = np.array(list(map(itemgetter(prev, nxt), self._sorted)), np.float64).reshape(-1, 2)
@@ -151,8 +152,11 @@ class _RankBand:
     few ROIs per frame; a band that still runs out (warm-up, the first frame) is rebuilt at once.
     """
 
-    def __init__(self, n_rois: int, q: float, dtype: np.dtype, ring: np.ndarray, half: int = 96) -> None:
-        self.ring, self.q, self.half = ring, q, half
+    def __init__(self, n_rois: int, window: int, q: float, dtype: np.dtype, half: int = 96) -> None:
+        self.q, self.half = q, half
+        # each ROI's window contiguous, for the rebuilds: gathering a column of the (window, n_rois)
+        # ring touched 3480 cache lines (cold caches, 500 ROIs: 285 -> 255 us per frame)
+        self.history = np.zeros((n_rois, window), dtype)
         self.cap = 2 * half + 2  # the two ranks and `half` on either side
         # column `cap` stays +inf so a shift may read one past the band
         self.vals = np.full((n_rois, self.cap + 1), np.inf, dtype)
@@ -164,9 +168,10 @@ class _RankBand:
         self._schedule = [np.flatnonzero(phase == k) for k in range(half)]
         self._frame = 0
 
-    def update(self, old: np.ndarray | None, new: np.ndarray, n: int) -> np.ndarray:
-        """Apply one frame (``old`` left the window, ``new`` entered; ``n`` values now) and return F0."""
+    def update(self, old: np.ndarray | None, new: np.ndarray, n: int, slot: int) -> np.ndarray:
+        """Apply one frame (``old`` left the window, ``new`` entered at ``slot``; ``n`` values now); F0."""
         vals, lo, length, rows, cap = self.vals, self.lo, self.length, self._rows, self.cap
+        self.history[:, slot] = new
         dirty = length == 0
         if old is not None:
             bmin, bmax = vals[:, 0], vals[rows, np.maximum(length - 1, 0)]
@@ -197,7 +202,7 @@ class _RankBand:
             vals[i] = out
             length[i] = np.minimum(length[i] + 1, cap)
         virtual = (n - 1) * self.q
-        prev = min(int(np.floor(virtual)), n - 1)
+        prev = min(math.floor(virtual), n - 1)
         nxt = min(prev + 1, n - 1)
         dirty |= (lo > prev) | (lo + length <= nxt)
         dirty[self._schedule[self._frame % self.half]] = True
@@ -215,7 +220,7 @@ class _RankBand:
     def _rebuild(self, rows: np.ndarray, n: int, prev: int, nxt: int) -> None:
         """Bands of ``rows`` recomputed from their windows: ``half`` ranks either side of prev and nxt."""
         lo, hi = max(0, prev - self.half), min(n, nxt + self.half + 1)
-        window = np.ascontiguousarray(self.ring[:n, rows].T)  # order within a window does not matter
+        window = self.history[rows, :n]  # a copy; the order of values within a window does not matter
         # one partition and a sort of the short side (a partition on two ranks at once is 5x slower)
         if hi <= n - lo:
             if hi < n:
