@@ -16,6 +16,7 @@ elements later — no index arithmetic per frame and no interpolation of the fra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -135,7 +136,7 @@ class Extractor:
         for k, (g, roi_op, np_op) in enumerate(zip(self.groups, self._roi_prod, self._np_prod, strict=True)):
             dy, dx = shifts[k]
             dy, dx = min(max(dy, -lim), lim), min(max(dx, -lim), lim)
-            iy, ix = int(np.floor(dy)), int(np.floor(dx))
+            iy, ix = math.floor(dy), math.floor(dx)
             fy, fx = np.float32(dy - iy), np.float32(dx - ix)
             acc = roi_op(self._view(iy, ix)) * ((1 - fy) * (1 - fx))
             if fx:

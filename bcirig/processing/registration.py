@@ -174,7 +174,7 @@ class RigidRegistration:
         cross = band * self._ref_conj
         inner = cross[self._coarse_rows, : self._cx_n]
         coarse = _irfft2(inner, 2 * (self._cx_n - 1)) + self._coarse_mask
-        iy, ix = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
+        iy, ix = divmod(int(coarse.argmax()), coarse.shape[1])
         y0, x0 = float(self._coarse_y[iy]), float(self._coarse_x[ix])
         y1, x1, _ = self._refine(inner, y0, x0, self._grid1, self._stage1)
         dy, dx, peak = self._refine(cross, y1, x1, self._grid2, self._stage2)
@@ -195,7 +195,7 @@ class RigidRegistration:
         ey = ey_grid * np.exp((2j * np.pi * y0 / h) * ky).astype(np.complex64)
         ex = ex_grid * np.exp((2j * np.pi * x0 / w) * kx).astype(np.complex64)[:, None]
         c = (ey @ (cross @ ex)).real
-        iy, ix = divmod(int(np.argmax(c)), c.shape[1])
+        iy, ix = divmod(int(c.argmax()), c.shape[1])
         return y0 + float(grid[iy]), x0 + float(grid[ix]), float(c[iy, ix])
 
 
