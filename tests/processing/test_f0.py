@@ -82,9 +82,10 @@ def test_protocol_window_is_four_trials_and_rule_kind() -> None:
 @pytest.mark.parametrize("trend", [0.0, 0.5, -0.5])
 def test_banded_percentile_for_many_rois_matches_numpy_and_the_per_roi_path(trend: float) -> None:
     # 300 ROIs, every frame from the first (warm-up) to well past a full window; a drift makes the
-    # percentile's rank wander through the bands, so bands run out and are rebuilt
+    # percentile's rank wander through the bands, so bands run out and are rebuilt. The window is
+    # long enough that the 10th percentile's band does not start at rank 0 (values pass below it).
     rng = np.random.default_rng(11)
-    n, window, frames = 300, 700, 1600
+    n, window, frames = 300, 1200, 1900
     data = rng.normal(1000, 40, size=(frames, n)) + trend * np.arange(frames)[:, None]
     data[:, :60] = rng.integers(0, 5, size=(frames, 60))  # 60 ROIs with many exact ties
     banded = PercentileF0(n, window, 10.0, np.float32, banded=True)
