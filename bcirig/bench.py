@@ -50,10 +50,9 @@ CASES = [  # name, height, width, rois, rate_hz
 ]
 
 
-def bench_protocol(height: int, width: int, rate_hz: float) -> Protocol:
-    """The default (Francioni 2026) processing settings on a frame of this size."""
-    return parse_protocol(
-        f"""
+def bench_protocol_text(height: int, width: int, rate_hz: float) -> str:
+    """TOML of the default (Francioni 2026) processing settings on a frame of this size."""
+    return f"""
 [protocol]
 name = "bench"
 [imaging]
@@ -63,9 +62,12 @@ frame_rate_hz = {rate_hz}
 [registration]
 upsample = 10
 max_shift_px = 20.0
-""",
-        "<bench>",
-    )
+"""
+
+
+def bench_protocol(height: int, width: int, rate_hz: float) -> Protocol:
+    """The default (Francioni 2026) processing settings on a frame of this size."""
+    return parse_protocol(bench_protocol_text(height, width, rate_hz), "<bench>")
 
 
 def prefill_f0(pipe: Pipeline, movie: Movie) -> None:

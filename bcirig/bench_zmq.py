@@ -32,18 +32,6 @@ from bcirig.nodes.base import NodeSpec
 from bcirig.processing.synthetic import make_movie
 from bcirig.setup import Setup
 
-PROTOCOL = """
-[protocol]
-name = "bench-zmq"
-[imaging]
-height = {h}
-width = {w}
-frame_rate_hz = {rate}
-[registration]
-upsample = 10
-max_shift_px = 20.0
-"""
-
 
 def _stats(ns: list[int]) -> dict[str, float]:
     a = np.asarray(ns, np.float64) / 1e6
@@ -56,7 +44,9 @@ def run_case(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir
     """One paced run through a pipeline node and a task node; latency statistics per path."""
     movie = make_movie(16, h, w, n_rois, seed=5)
     proto = run_dir / "protocol.toml"
-    proto.write_text(PROTOCOL.format(h=h, w=w, rate=rate_hz))
+    from bcirig.bench import bench_protocol_text  # bench imports this module lazily; no cycle at import
+
+    proto.write_text(bench_protocol_text(h, w, rate_hz))
     setup = run_dir / "setup.npz"
     Setup(rois=movie.rois.to_arrays(), reference=movie.reference, truth_fields={}).save(setup)
     ep = {n: f"ipc://{run_dir / (n + '.pub')}" for n in ("supervisor", "source", "pipeline", "task")}
