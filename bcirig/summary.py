@@ -21,7 +21,7 @@ INTERVALS = [
     ("readout transport (pipeline -> task)", "feedback", "published", "task_in"),
     ("task decision", "feedback", "task_in", "task_out"),
     ("frame arrival -> feedback/command sent", "feedback", "arrive", "task_out"),
-    ("valve serial round trip (command line -> reply)", "acks", "valve_sent", "valve_ack"),
+    ("valve round trip (command line -> reply)", "acks", "valve_sent", "valve_ack"),
     ("command sent -> valve ack published", "acks", "task_out", "device_ack"),
 ]
 _STAMPS = {"readout": READOUT_STAMPS, "feedback": FEEDBACK_STAMPS, "acks": ACK_STAMPS}
