@@ -11,9 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bcirig.interfaces import MouseStage, PipelineStage, TaskStage
-from bcirig.messages import Feedback, Frame
-from bcirig.recording import SessionWriter
+import numpy as np
+
+from bcirig.interfaces import MouseStage, PipelineStage, TaskStage, TaskStep
+from bcirig.messages import Feedback, Frame, Readout
+
+_NO_PIXELS = np.zeros(0, np.uint16)  # traces level: the Frame message carries only ground truth
+
+OnFrame = Callable[[int, Readout, TaskStep, dict[str, Any]], None]
 
 
 def run_inline(
@@ -21,25 +26,37 @@ def run_inline(
     pipeline: PipelineStage,
     task: TaskStage,
     *,
-    writer: SessionWriter | None = None,
+    writer: Any = None,
     max_frames: int | None = None,
-    on_frame: Callable[[int, Feedback], None] | None = None,
+    on_frame: OnFrame | None = None,
+    traces: bool = False,
 ) -> dict[str, Any]:
-    """Run until the task is done (or ``max_frames``); returns the task's summary plus frame counts."""
+    """Run until the task is done (or ``max_frames``); returns the task's summary plus frame counts.
+
+    ``traces=True`` runs the traces level: ``mouse.step_traces`` gives ROI F and neuropil, which go to
+    ``pipeline.process_traces``. ``on_frame(index, readout, step, truth)`` sees every frame's results.
+    """
     feedback: Feedback | None = None
     index = 0
     t0 = time.perf_counter()
     while not task.done and (max_frames is None or index < max_frames):
-        sim = mouse.step(feedback)
-        stamp = time.monotonic_ns()
-        readout = pipeline.process(sim.data, index)
+        if traces:
+            tf = mouse.step_traces(feedback)  # type: ignore[attr-defined]
+            stamp = time.monotonic_ns()
+            readout = pipeline.process_traces(tf.F, tf.neuropil, index)  # type: ignore[attr-defined]
+            data, truth = _NO_PIXELS, tf.truth
+        else:
+            sim = mouse.step(feedback)
+            stamp = time.monotonic_ns()
+            readout = pipeline.process(sim.data, index)
+            data, truth = sim.data, sim.truth
         readout.t_ns = {"source": stamp, **readout.t_ns}
         step = task.step(readout)
         out = time.monotonic_ns()
         stamps = {"source": stamp, "arrive": readout.t_ns.get("arrive", stamp), "task_out": out}
         step.feedback.t_ns = dict(stamps)
         if writer is not None:
-            writer.write(Frame(frame=index, data=sim.data, truth=sim.truth, t_ns={"source": stamp}))
+            writer.write(Frame(frame=index, data=data, truth=truth, t_ns={"source": stamp}))
             writer.write(readout)
             for cmd in step.commands:
                 cmd.t_ns = dict(stamps)
@@ -49,7 +66,7 @@ def run_inline(
                 writer.write(ev)
         feedback = step.feedback
         if on_frame is not None:
-            on_frame(index, feedback)
+            on_frame(index, readout, step, truth)
         index += 1
     elapsed = time.perf_counter() - t0
     summary: dict[str, Any] = dict(getattr(task, "summary", dict)())

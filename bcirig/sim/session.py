@@ -1,25 +1,24 @@
 """One simulated day, inline: mouse -> pipeline -> task, the same stages as the live rig.
 
-At the pixels level the loop is :func:`bcirig.compose.run_inline`'s order (frames through the real
-pipeline); at the traces level the mouse hands ROI F and neuropil to ``Pipeline.process_traces``.
-Either way the task's feedback on frame t is what the mouse senses before rendering frame t+1.
+The loop is :func:`bcirig.compose.run_inline` (frames through the real pipeline at the pixels level; ROI
+F and neuropil into ``Pipeline.process_traces`` at the traces level); this module adds the day's
+bookkeeping. Either way the task's feedback on frame t is what the mouse senses before frame t+1.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bcirig.compose import run_inline
 from bcirig.config import Protocol
-from bcirig.messages import Feedback, Frame, Phase, Readout
+from bcirig.interfaces import TaskStep
+from bcirig.messages import EventKind, Phase, Readout
 from bcirig.sim.brain import MouseState
 from bcirig.sim.config import SimConfig
 from bcirig.sim.mouse import SimulatedMouse
-
-_NO_PIXELS = np.zeros(0, np.uint16)
 
 
 @dataclass
@@ -58,39 +57,18 @@ def run_day(
     rois = mouse.rois()
     pipeline = Pipeline(protocol, rois, mouse.reference_image())
     task = Task(protocol, carried=carried)
-    pixels = config.level == "pixels"
     cols: dict[str, list[Any]] = {k: [] for k in ("readout", "angle", "reward", "licks", "phase", "rpe")}
     dff_rows: list[np.ndarray] = []
     rates_rows: list[np.ndarray] = []
     spikes_rows: list[np.ndarray] = []
     shift_rows: list[Any] = []
-    feedback: Feedback | None = None
-    index = 0
     calibration: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    while not task.done:
-        readout: Readout
-        if pixels:
-            sim = mouse.step(feedback)
-            readout = pipeline.process(sim.data, index)
-            truth = sim.truth
-        else:
-            tf = mouse.step_traces(feedback)
-            readout = pipeline.process_traces(tf.F, tf.neuropil, index)
-            truth = tf.truth
-        step = task.step(readout)
+
+    def collect(index: int, readout: Readout, step: TaskStep, truth: dict[str, Any]) -> None:
+        nonlocal calibration
         feedback = step.feedback
-        if writer is not None:
-            data = sim.data if pixels else _NO_PIXELS
-            writer.write(Frame(frame=index, data=data, truth=truth))
-            writer.write(readout)
-            for cmd in step.commands:
-                writer.write(cmd)
-            writer.write(feedback)
-            for ev in step.events:
-                writer.write(ev)
         for ev in step.events:
-            if ev.name.value == "calibration":
+            if ev.name is EventKind.CALIBRATION:
                 calibration = {k: v for k, v in ev.data.items() if not isinstance(v, list)}
         if keep_arrays:
             cols["readout"].append(readout.readout)
@@ -105,13 +83,13 @@ def run_day(
             shift_rows.append(truth["shift"])
         if on_frame is not None:
             on_frame(index, feedback)
-        index += 1
-    elapsed = time.perf_counter() - t0
+
+    run = run_inline(mouse, pipeline, task, writer=writer, on_frame=collect, traces=config.level != "pixels")
     if writer is not None:
         writer.close(summary=dict(task.summary()))
     new_state = mouse.finish_day()
     summary = dict(task.summary())
-    summary.update(frames=index, seconds=elapsed, frames_per_s=index / elapsed if elapsed > 0 else float("nan"),
+    summary.update(frames=run["frames"], seconds=run["seconds"], frames_per_s=run["frames_per_s"],
                    threshold=calibration.get("threshold", float("nan")),
                    achieved_fraction=calibration.get("achieved_fraction", float("nan")))
     trials = [
