@@ -36,7 +36,7 @@ class Imaging:
     bci_plane: int = spec(0, min=0, max=7, doc="0-based plane whose somata drive the BCI")
     height: int = spec(512, min=8, max=4096)
     width: int = spec(512, min=8, max=4096)
-    dtype: str = spec("uint16", choices=("uint8", "uint16", "uint32"))
+    dtype: str = spec("uint16", choices=("uint8", "uint16", "uint32", "int16"), doc="int16: ScanImage's native type")
 
 
 @dataclass(frozen=True)
@@ -231,11 +231,62 @@ class RigInfo:
 
 
 @dataclass(frozen=True)
-class SourceConfig:
-    """Where frames come from."""
+class NetworkSourceConfig:
+    """The bcirig frame protocol (bcirig/acquisition/PROTOCOL.md) from a sender on the acquisition PC."""
 
-    kind: str = spec("simulated", choices=("simulated",))
-    seed: int = spec(1, min=0)
+    framing: str = spec("zmq", choices=("zmq", "tcp"),
+                        doc="zmq: ZeroMQ PULL (Python senders, `bcirig send`); tcp: plain TCP stream (MATLAB, LabVIEW)")
+    bind: str = spec("127.0.0.1", doc="interface to listen on; off loopback: keys (zmq) or allow_network (tcp)")
+    port: int = spec(5600, min=1024, max=65535)
+    secret_key: str = spec("", doc="zmq off loopback: this rig's CurveZMQ secret key file (`bcirig keys`)")
+    allowed_keys: tuple[str, ...] = spec((), doc="zmq off loopback: public key files of the senders allowed in")
+    allow_network: bool = spec(False, doc="tcp off loopback: the plain framing has no authentication; say so")
+
+
+@dataclass(frozen=True)
+class ClooseSourceConfig:
+    """CLOOSE's raw stream: headerless frames of lines x pixels, uint8/16/32 (the protocol's imaging)."""
+
+    role: str = spec("client", choices=("client", "server"),
+                     doc="client: connect to the acquisition PC's server, as CLOOSE does; server: listen")
+    host: str = spec("127.0.0.1", doc="client: the acquisition PC; server: the interface to listen on")
+    port: int = spec(3000, min=1, max=65535)
+    element_order: str = spec("column_major", choices=("column_major", "row_major"),
+                              doc="column_major: MATLAB's order (CLOOSE's test senders); row_major: line-contiguous")
+    byte_order: str = spec("big", choices=("big", "little"),
+                           doc="MATLAB's tcpip writes big-endian; CLOOSE's Python sender little-endian")
+    invert: bool = spec(False, doc="intensity inversion (Scanbox stores data inverted)")
+    reconnect_s: float = spec(0.5, min=0.01, max=60.0, doc="client: wait between connection attempts")
+
+
+@dataclass(frozen=True)
+class TiffSourceConfig:
+    """A directory an acquisition program writes TIFF stacks into (ScanImage, PrairieView, ThorImage)."""
+
+    directory: str = spec("", doc="folder to follow; relative paths are from the rig file's folder")
+    pattern: str = spec("*.tif", doc="file-name pattern (fnmatch); files are read in name order")
+    poll_ms: float = spec(10.0, min=1.0, max=5000.0, doc="how often the folder is looked at")
+    from_start: bool = spec(False, doc="also stream frames already in the folder when the session starts")
+
+
+@dataclass(frozen=True)
+class CustomSourceConfig:
+    """A lab's own FrameSource class, imported by name."""
+
+    class_path: str = spec("", doc="'package.module:ClassName'; called as Class(protocol, rig, options)")
+    options: dict[str, Any] = spec({}, doc="passed to the class")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where frames come from (bcirig.acquisition)."""
+
+    kind: str = spec("simulated", choices=("simulated", "network", "cloose", "tiff", "custom"))
+    seed: int = spec(1, min=0, doc="simulated: the mouse's seed")
+    network: NetworkSourceConfig = spec(NetworkSourceConfig)
+    cloose: ClooseSourceConfig = spec(ClooseSourceConfig)
+    tiff: TiffSourceConfig = spec(TiffSourceConfig)
+    custom: CustomSourceConfig = spec(CustomSourceConfig)
 
 
 @dataclass(frozen=True)
@@ -329,13 +380,35 @@ def parse_protocol(text: str, file: str = "<protocol>") -> Protocol:
     return _replace_source(proto, text, file)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_source(src: SourceConfig, file: str) -> None:
+    """The chosen source's own table must be complete; nothing listens off loopback unprotected."""
+    net = src.network
+    if src.kind == "network" and net.bind not in LOOPBACK:
+        if net.framing == "zmq" and not (net.secret_key and net.allowed_keys):
+            raise ConfigError(file, "source.network.secret_key", net.secret_key,
+                              f"a CurveZMQ secret key file and source.network.allowed_keys when binding to "
+                              f"{net.bind!r} (not loopback); make keys with `bcirig keys NAME`")
+        if net.framing == "tcp" and not net.allow_network:
+            raise ConfigError(file, "source.network.allow_network", net.allow_network,
+                              f"true to listen with the unauthenticated plain-TCP framing on {net.bind!r} "
+                              "(not loopback); prefer framing = 'zmq' with keys")
+    if src.kind == "tiff" and not src.tiff.directory:
+        raise ConfigError(file, "source.tiff.directory", src.tiff.directory, "the folder the microscope writes")
+    if src.kind == "custom" and ":" not in src.custom.class_path:
+        raise ConfigError(file, "source.custom.class_path", src.custom.class_path, "'package.module:ClassName'")
+
+
 def parse_rig(text: str, file: str = "<rig>") -> Rig:
     """Validate rig TOML text; raises ConfigError naming ``file``."""
     table = _read_toml(text, file)
     rig = build(Rig, table, file)
     if rig.valve.kind == "serial" and not rig.valve.port:
         raise ConfigError(file, "valve.port", rig.valve.port, "a serial device path when valve.kind = 'serial'")
-    if rig.bus.transport == "tcp" and rig.bus.host not in ("127.0.0.1", "localhost", "::1"):
+    _check_source(rig.source, file)
+    if rig.bus.transport == "tcp" and rig.bus.host not in LOOPBACK:
         raise ConfigError(
             file, "bus.host", rig.bus.host,
             "a loopback address (binding to a network address needs CurveZMQ keys, not supported yet)",
