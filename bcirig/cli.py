@@ -140,6 +140,9 @@ PASS_THROUGH = {"bench": _bench, "simulate": _simulate}  # subcommands with thei
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bcirig`` console script."""
+    from bcirig.threads import pin_blas_threads
+
+    pin_blas_threads()  # every result independent of the machine's thread count (bcirig.threads)
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PASS_THROUGH:  # argparse.REMAINDER refuses a leading --option
         args = argparse.Namespace(func=PASS_THROUGH[argv[0]], rest=argv[1:])

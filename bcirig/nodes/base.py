@@ -234,7 +234,9 @@ class Node:
 def node_main(spec_path: str) -> int:
     """Process entry point: build the node named in the spec, run it, report any failure."""
     from bcirig.nodes import node_class
+    from bcirig.threads import pin_blas_threads
 
+    pin_blas_threads()
     spec = NodeSpec.load(spec_path)
     node: Node | None = None
     try:

@@ -26,7 +26,6 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from bcirig.config import Protocol
 from bcirig.messages import Readout
@@ -36,6 +35,7 @@ from bcirig.processing.f0 import make_f0_rule
 from bcirig.processing.registration import PiecewiseRegistration, RigidRegistration
 from bcirig.processing.rois import RoiSet
 from bcirig.processing.smoothing import Smoother
+from bcirig.threads import pin_blas_threads
 
 
 class Motion(NamedTuple):
@@ -55,20 +55,11 @@ def make_reference(frames: np.ndarray) -> np.ndarray:
     return arr.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def _single_threaded_blas() -> None:
-    """Pin BLAS to one thread, process-wide.
-
-    Registration's small matrix products run in ~0.1 ms on one thread; with OpenBLAS's default
-    worker threads on a busy 2-core machine they took up to 12 ms (spinning threads waiting for a
-    core). One thread also makes the summation order, and so the readouts, independent of the machine.
-    """
-    threadpool_limits(1, user_api="blas")
-
-
 class Pipeline:
     """Motion correction, ROI extraction, F0, dF/F, decoder and smoothing for one session."""
 
     def __init__(self, protocol: Protocol, rois: RoiSet, reference: np.ndarray) -> None:
+        pin_blas_threads()  # before any product: results must not depend on the thread count
         img = protocol.imaging
         self.protocol, self.rois = protocol, rois
         self.frame_shape = (img.planes, img.height, img.width)
@@ -99,7 +90,6 @@ class Pipeline:
         self.smoother = Smoother(ro.smoothing)
         self.bad_frames = 0
         self.frames = 0  # valid frames processed
-        _single_threaded_blas()
         self._fit_rows: list[np.ndarray] | None = [] if self.decoder.needs_fit else None
         self.fit_readouts: np.ndarray | None = None  # decoder output of the fitting frames, once fitted
 

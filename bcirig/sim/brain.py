@@ -40,6 +40,7 @@ import numpy as np
 from bcirig.config import Protocol
 from bcirig.messages import Feedback, Screen, Sound, TrialState
 from bcirig.sim.config import SimConfig
+from bcirig.threads import pin_blas_threads
 
 # Non-feedback inputs the mouse senses, after the tuned feedback channels.
 CONTEXT = ("grating", "grey", "black", "noise", "tone", "reward", "lick")
@@ -109,6 +110,7 @@ class Anatomy:
 
 def build_anatomy(cfg: SimConfig, protocol: Protocol, seed: int) -> tuple[Anatomy, np.ndarray]:
     """Wire a mouse from its anatomy seed; returns the anatomy and (a copy of) the initial W_rec."""
+    pin_blas_threads()  # the wiring's eigenvalues must not depend on the thread count (bcirig.threads)
     key = json.dumps([protocol.rois.groups, protocol.feedback.steps, protocol.readout.decoder], sort_keys=True)
     anatomy, w = _wire(cfg, key, seed)
     return anatomy, w.copy()

@@ -137,7 +137,9 @@ def _save_state(path: Path, state: MouseState, cfg: SimConfig, proto: Protocol) 
 def run_mouse(job: dict[str, Any]) -> dict[str, Any]:
     """All days of one mouse (runs in a worker process); returns its per-day results."""
     from bcirig.sim.brain import fresh_state
+    from bcirig.threads import pin_blas_threads
 
+    pin_blas_threads()  # a spawned worker starts with the machine's default thread count
     args, rule, m, queue = job["args"], job["rule"], job["mouse"], job.get("queue")
     proto = campaign_protocol(args)
     cfg = mouse_config(proto, rule, args.level)

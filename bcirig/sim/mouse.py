@@ -22,6 +22,7 @@ from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_e
 from bcirig.sim.config import SimConfig
 from bcirig.sim.footprints import dendrite_plane, motion_margin, place_sources
 from bcirig.sim.optics import Indicator, Optics
+from bcirig.threads import pin_blas_threads
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SimulatedMouse:
     """A mouse that learns, imaged by a simulated two-photon microscope (a ``MouseStage``)."""
 
     def __init__(self, protocol: Protocol, config: SimConfig, seed: int, state: MouseState | None = None) -> None:
+        pin_blas_threads()  # every product of the brain and optics on one thread (bcirig.threads)
         self.protocol = protocol
         self.config = config
         self.seed = int(seed)

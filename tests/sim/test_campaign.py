@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -94,3 +97,35 @@ def test_unknown_rule_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path / "x.toml"), "--rule", "hebbian"])
     assert exc.value.code == 2
+
+
+def test_same_session_data_whatever_the_blas_threads(tmp_path: Path) -> None:
+    """The same campaign in fresh processes under 1 and 2 BLAS threads, 1 and 2 workers: byte-identical data.
+
+    Each run is its own process, so nothing that ran earlier in this test process can pin or unpin
+    BLAS for it (the order dependency of issue #8: a Pipeline built earlier pinned BLAS for the
+    in-process run only).
+    """
+    proto = tmp_path / "short.toml"
+    proto.write_text(short_text(baseline=600, trials=2))
+    runs = {}
+    for threads, workers in (("1", "1"), ("2", "2"), ("2", "1")):
+        out = tmp_path / f"t{threads}_w{workers}"
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads}
+        done = subprocess.run(
+            [sys.executable, "-m", "bcirig.cli", "simulate", str(proto), "--mice", "2", "--days", "2",
+             "--rule", "vectorized", "--seed", "4", "--quiet", "--workers", workers, "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+        runs[(threads, workers)] = out
+    reference = runs[("1", "1")]
+    files = sorted(reference.rglob("session.h5"))
+    assert len(files) == 4
+    for other in list(runs.values())[1:]:
+        for path in files:
+            da, db = _datasets(path), _datasets(other / path.relative_to(reference))
+            assert da.keys() == db.keys()
+            for name in da:
+                assert da[name].tobytes() == db[name].tobytes(), (other.name, path.relative_to(reference), name)
