@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from bcirig import examples
 from bcirig.schema import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RIG = ROOT / "hardware" / "rigs" / "sim.toml"
-DEMO_PROTOCOL = ROOT / "protocols" / "demo.toml"
+DEFAULT_RIG = "sim"  # shipped rig and protocol names (bcirig.examples); a path is used as given
+DEMO_PROTOCOL = "demo"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,6 +20,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     from bcirig.summary import format_summary
     from bcirig.supervisor import Supervisor
+
+    args.protocol, args.rig = str(examples.protocol(args.protocol)), str(examples.rig(args.rig))
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
                      record_frames=False if args.no_frames else None, progress=sys.stderr,
@@ -97,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def session_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--rig", default=str(DEFAULT_RIG), help="rig file (default: the simulated rig)")
+        sp.add_argument("--rig", default=DEFAULT_RIG,
+                        help="rig file, or a shipped rig's name: " + ", ".join(examples.names("rigs"))
+                        + f" (default: {DEFAULT_RIG})")
         sp.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
                         help="realtime: paced at the imaging rate; lockstep: deterministic, as fast as possible")
         sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
@@ -108,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ignore the subject's carried-forward calibration (state.json)")
 
     sp = sub.add_parser("run", help="run a session: supervisor + one process per node")
-    sp.add_argument("protocol")
+    sp.add_argument("protocol", help="protocol file, or a shipped protocol's name: "
+                    + ", ".join(examples.names("protocols")))
     session_args(sp)
     sp.set_defaults(func=_run)
 

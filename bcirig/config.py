@@ -300,6 +300,8 @@ class ValveConfig:
     max_open_ms: int = spec(500, min=1, max=10000)
     min_interval_ms: int = spec(200, min=0, max=60000)
     watchdog_ms: int = spec(2000, min=100, max=60000)
+    emulator_dir: str = spec("", doc="kind = 'emulated': folder holding valve-emu and valve.elf (`make firmware`); "
+                                     "relative to the rig file; '' = $BCIRIG_VALVE_BUILD or the source checkout's")
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,12 @@ def parse_rig(text: str, file: str = "<rig>") -> Rig:
     if rig.valve.kind == "serial" and not rig.valve.port:
         raise ConfigError(file, "valve.port", rig.valve.port, "a serial device path when valve.kind = 'serial'")
     _check_source(rig.source, file)
+    if rig.valve.emulator_dir and not Path(rig.valve.emulator_dir).is_absolute() and Path(file).is_file():
+        import dataclasses
+
+        here = Path(file).resolve().parent
+        rig = dataclasses.replace(rig, valve=dataclasses.replace(rig.valve,
+                                                                 emulator_dir=str(here / rig.valve.emulator_dir)))
     if rig.bus.transport == "tcp" and rig.bus.host not in LOOPBACK:
         raise ConfigError(
             file, "bus.host", rig.bus.host,

@@ -32,8 +32,9 @@ class PinEvent:
     t_us: float
 
 
-def harness_paths(build_dir: Path | None = None) -> tuple[Path, Path]:
-    """(harness binary, firmware ELF) under ``build_dir`` (default hardware/valve-controller/build)."""
+def harness_paths(build_dir: Path | str | None = None) -> tuple[Path, Path]:
+    """(harness binary, firmware ELF) under ``build_dir``; if empty, ``$BCIRIG_VALVE_BUILD``, else the source
+    checkout's hardware/valve-controller/build."""
     build = Path(build_dir) if build_dir else Path(os.environ.get("BCIRIG_VALVE_BUILD") or BUILD_DIR)
     return build / "valve-emu", build / "valve.elf"
 
@@ -50,7 +51,7 @@ class ValveEmulator:
     ...     port = serial.Serial(emu.pty_path, 115200)
     """
 
-    def __init__(self, build_dir: Path | None = None, *, start_timeout_s: float = 10.0) -> None:
+    def __init__(self, build_dir: Path | str | None = None, *, start_timeout_s: float = 10.0) -> None:
         self.harness, self.firmware = harness_paths(build_dir)
         self.start_timeout_s = start_timeout_s
         self.pty_path = ""
@@ -68,8 +69,9 @@ class ValveEmulator:
         missing = [str(p) for p in (self.harness, self.firmware) if not p.is_file()]
         if missing:
             raise EmulatorError(
-                f"valve emulator not built: missing {', '.join(missing)}. Run `make firmware` in the "
-                "repository root (needs gcc-avr, avr-libc, simavr, libsimavr-dev; `make sysdeps` installs them)"
+                f"valve emulator not found: missing {', '.join(missing)}. Build it with `make firmware` in a "
+                "bcirig source checkout (needs gcc-avr, avr-libc, simavr, libsimavr-dev; `make sysdeps` installs "
+                "them), then name its build folder in the rig file (valve.emulator_dir) or in $BCIRIG_VALVE_BUILD"
             )
         self._proc = subprocess.Popen(
             [str(self.harness), str(self.firmware)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

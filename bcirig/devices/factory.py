@@ -35,7 +35,7 @@ def open_valve(
             valve = SimulatedValveController(ms_per_ul=cfg.ms_per_ul)
         else:
             if cfg.kind == "emulated":
-                emulator = stack.enter_context(ValveEmulator())
+                emulator = stack.enter_context(ValveEmulator(cfg.emulator_dir or None))
                 path = emulator.pty_path
             elif cfg.kind == "serial":
                 path = cfg.port
