@@ -151,12 +151,16 @@ class Frame(Message):
     """One imaging frame, ``data`` shaped (planes, height, width)."""
 
     KIND = "frame"
-    VERSION = 1
+    VERSION = 2
     TOPIC = Topic.FRAME
     ARRAYS = ("data",)
 
     data: np.ndarray
-    truth: dict[str, Any] = field(default_factory=dict)  # simulator ground truth (shift, licks ...)
+    acq_index: int = -1  # the microscope's index of the image that completed this frame; -1 unknown
+    t_acq_ns: int = -1  # its acquisition time on the microscope's clock; -1 unknown
+    dropped: int = 0  # microscope images lost (index gaps) since the previous frame
+    malformed: int = 0  # images rejected (shape, dtype, plane) since the previous frame
+    truth: dict[str, Any] = field(default_factory=dict)  # simulator ground truth (shift, licks): scalars only
 
 
 @dataclass(kw_only=True)

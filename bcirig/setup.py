@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from bcirig.acquisition.simulated import make_mouse
 from bcirig.config import Protocol, Rig
 
 DEFAULT_TRUTH_FIELDS: dict[str, tuple[tuple[int, ...], str]] = {"shift": ((2,), "f4"), "licks": ((), "i4")}
@@ -52,20 +52,16 @@ class Setup:
             return cls(rois=rois, reference=z["reference"], truth_fields=truth)
 
 
-def make_mouse(protocol: Protocol, rig: Rig, state: Any = None) -> Any:
-    """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
-    import dataclasses
-
-    from bcirig.sim import SimulatedMouse, parse_sim_config
-
-    config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
-    # A session renders frames for the real pipeline, whatever level the table sets for sweeps.
-    config = dataclasses.replace(config, level="pixels")
-    return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state)
+class SetupError(ValueError):
+    """No set-up can be decided for this session (the message says what to give)."""
 
 
 def prepare_setup(protocol: Protocol, rig: Rig) -> Setup:
-    """Decide ROIs and reference before the session starts."""
+    """Decide ROIs and reference before the session starts (a simulated rig: from the simulated mouse)."""
+    if rig.source.kind != "simulated":
+        raise SetupError(f"{rig.source_path}: source.kind = {rig.source.kind!r}: a live source needs its ROIs and "
+                         "reference image given: `bcirig run ... --setup SETUP.npz` (e.g. the setup.npz an earlier "
+                         "session of this field left in its folder)")
     mouse = make_mouse(protocol, rig)
     truth = getattr(mouse, "truth_fields", None)
     return Setup(

@@ -13,7 +13,6 @@ from bcirig.recording.layout import ACK_STAMPS, FEEDBACK_STAMPS, READOUT_STAMPS
 
 # (label, table, from-stamp, to-stamp)
 INTERVALS = [
-    ("frame transport (source -> pipeline)", "readout", "source", "arrive"),
     ("registration", "readout", "arrive", "registered"),
     ("ROI extraction", "readout", "registered", "extracted"),
     ("F0, dF/F, decoder", "readout", "extracted", "decoded"),
@@ -43,9 +42,31 @@ def latency_stats(sf: SessionFile) -> dict[str, dict[str, float]]:
         if not ok.any():
             continue
         d = (tb[ok] - ta[ok]) / 1e6
-        out[label] = {"n": int(d.size), "median_ms": float(np.median(d)),
-                      "p99_ms": float(np.percentile(d, 99)), "max_ms": float(d.max())}
+        out[label] = _stats(d)
+    transfer = _acquired_to_arrived(sf)
+    if transfer is not None:
+        out = {"frame sent -> arrived (sender on this clock)": _stats(transfer), **out}
     return out
+
+
+def _stats(d: np.ndarray) -> dict[str, float]:
+    return {"n": int(d.size), "median_ms": float(np.median(d)), "p99_ms": float(np.percentile(d, 99)),
+            "max_ms": float(d.max())}
+
+
+def _acquired_to_arrived(sf: SessionFile) -> np.ndarray | None:
+    """Microscope timestamp -> arrival (ms), only when the sender stamps on this machine's monotonic clock
+    (``bcirig send`` on the rig PC): then every difference is small and positive; another PC's clock is not."""
+    if "acquisition" not in sf.f:
+        return None
+    acq = sf.table("acquisition")
+    ok = (acq["t_acq_ns"] > 0) & (acq["t_arrive_ns"] > 0)
+    if not ok.any():
+        return None
+    d = (acq["t_arrive_ns"][ok] - acq["t_acq_ns"][ok]) / 1e6
+    if d.min() < 0 or d.max() > 10_000 or d.max() == 0:  # another clock, or no transfer at all (simulated)
+        return None
+    return np.asarray(d)
 
 
 def session_summary(sf: SessionFile) -> dict[str, Any]:
@@ -57,7 +78,9 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
     feedback = sf.table("feedback")
     nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
                                                        strict=True)}
-    frames_published = nodes.get("source", {}).get("frames", -1)
+    acquired = nodes.get("pipeline", {})
+    frames_published = acquired.get("frames", -1)
+    acq = sf.table("acquisition") if "acquisition" in sf.f else {}
     events = sf.events()
     calib: dict[str, Any] = next((e["data"] for e in events if e["name"] == "calibration"), {})
     hit_frames = trials["frames"][np.array(outcomes) == "hit"] if hits else np.array([])
@@ -79,7 +102,13 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
         "rewards_acknowledged": int(acks["ok"].sum()) if acks["ok"].size else 0,
         "rewards_refused": int((~acks["ok"]).sum()) if acks["ok"].size else 0,
         "dropped_messages": int(sum(c.get("gaps", 0) for c in nodes.values())),
-        "late_frames": int(nodes.get("source", {}).get("late_frames", 0)),
+        "late_frames": int(acquired.get("late_frames", 0)),
+        # microscope images lost in gaps of its index, and rejected (wrong shape, dtype, plane): the node's
+        # totals, else (a crashed node) the per-frame counts in the acquisition table
+        "dropped_frames": int(acquired.get("dropped_frames", np.sum(acq["dropped"]) if acq else 0)),
+        "malformed_frames": int(acquired.get("malformed_frames", np.sum(acq["malformed"]) if acq else 0)),
+        "malformed_input": int(acquired.get("source_malformed", 0)),
+        "source_reconnects": int(acquired.get("source_reconnects", 0)),
         "latency": latency_stats(sf),
     }
 
@@ -97,6 +126,9 @@ def format_summary(s: dict[str, Any], path: str = "") -> str:
                  f" median frames to hit {_fmt(s['median_frames_to_hit'], '.0f')}")
     lines.append(f"  frames published {s['frames_published']}   processed {s['frames_processed']}"
                  f"   decided {s['frames_decided']}   bad {s['bad_frames']}   late {s['late_frames']}")
+    lines.append(f"  microscope frames dropped {s.get('dropped_frames', 0)}   rejected (shape/dtype)"
+                 f" {s.get('malformed_frames', 0)}   unreadable input {s.get('malformed_input', 0)}"
+                 f"   sender reconnects {s.get('source_reconnects', 0)}")
     lines.append(f"  dropped messages {s['dropped_messages']}   rewards acknowledged {s['rewards_acknowledged']}"
                  f" (refused by the valve's limits: {s['rewards_refused']})"
                  f"   file complete: {'yes' if s['complete'] else 'NO'}")

@@ -40,18 +40,18 @@ from bcirig.messages import (
 )
 from bcirig.nodes import NodeSpec
 from bcirig.recording import SessionFile
-from bcirig.setup import prepare_setup
+from bcirig.setup import Setup, prepare_setup
 from bcirig.summary import session_summary
 
-NODES = ("source", "pipeline", "task", "valve", "recorder")
-WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {  # upstream, topics, drain_from
-    "source": (["task"], ["feedback", "event"], []),
-    "pipeline": (["source"], ["frame"], ["source"]),
+NODES = ("pipeline", "task", "valve", "recorder")
+# upstream, topics, drain_from. The frame source runs inside the pipeline node (ARCHITECTURE.md, "Frames in").
+WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "pipeline": (["task"], ["feedback", "event"], []),  # feedback: a closed-loop source senses it
     "task": (["pipeline"], ["readout"], ["pipeline"]),
-    "valve": (["task", "source"], ["command", "event"], ["task", "source"]),  # source: simulated licks
-    "recorder": (["source", "pipeline", "task", "valve"],
+    "valve": (["task", "pipeline"], ["command", "event"], ["task", "pipeline"]),  # pipeline: simulated licks
+    "recorder": (["pipeline", "task", "valve"],
                  ["frame", "readout", "feedback", "command", "ack", "event"],
-                 ["source", "pipeline", "task", "valve"]),
+                 ["pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
     "console": (["pipeline", "task"], ["readout", "feedback", "event"], ["pipeline", "task"]),
 }
@@ -128,6 +128,7 @@ class Supervisor:
         carried: dict[str, Any] | None = None,
         progress: TextIO | None = None,
         console: bool = False,
+        setup: Setup | None = None,
     ) -> None:
         self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
         self.rig = load_rig(rig_path)
@@ -142,6 +143,8 @@ class Supervisor:
         self.carried = carried if carried is not None else load_subject_state(self.data_dir, subject)
         self.carry_forward: dict[str, Any] | None = None
         self.progress = progress
+        self.setup = setup  # None: decided by prepare_setup (the simulated rig)
+        self.stop_requested = ""  # set from another thread (request_stop): end the session cleanly
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.last_seen: dict[str, float] = {}
         self.errors: dict[str, str] = {}
@@ -190,7 +193,7 @@ class Supervisor:
         """Run the session to its end (or failure); returns where the file is and how it went."""
         self.session_dir = new_session_dir(self.data_dir, self.subject)
         self.session_path = self.session_dir / "session.h5"
-        setup = prepare_setup(self.protocol, self.rig)
+        setup = self.setup if self.setup is not None else prepare_setup(self.protocol, self.rig)
         setup_path = self.session_dir / "setup.npz"
         setup.save(setup_path)
         run_dir = Path(tempfile.mkdtemp(prefix="bcirig-"))  # short path: ipc endpoints are length-limited
@@ -221,6 +224,10 @@ class Supervisor:
             shutil.rmtree(run_dir, ignore_errors=True)
         return self._result()
 
+    def request_stop(self, reason: str = "stopped by request") -> None:
+        """End a running session cleanly from another thread: STOP, drain, close the file."""
+        self.stop_requested = reason
+
     def _poll_messages(self, sub: Subscriber, timeout_ms: float) -> list[Any]:
         out = []
         if sub.sock.poll(timeout_ms):
@@ -231,11 +238,21 @@ class Supervisor:
                 out.append(msg)
         return out
 
+    def _last_error(self, name: str) -> str:
+        """The node's published error; else (it died before its log reached us) the last line of its log."""
+        if name in self.errors:
+            return self.errors[name]
+        try:
+            lines = (self.session_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no error message"
+        return lines[-1] if lines else "no error message"
+
     def _check_processes(self, allow_exit: bool = False) -> None:
         for name, proc in self.procs.items():
             code = proc.poll()
             if code is not None and (code != 0 or not allow_exit):
-                err = self.errors.get(name, "no error message")
+                err = self._last_error(name)
                 raise SessionError(f"node '{name}' died ({_describe_exit(code)}): {err}; "
                                    f"log: {self.session_dir / (name + '.log')}")
 
@@ -279,6 +296,9 @@ class Supervisor:
                         self._print_progress(latest, trials, hits, final=True)
                         return
             self._check_processes()
+            if self.stop_requested:
+                self._print_progress(latest, trials, hits, final=True)
+                return
             silent = [n for n, t in self.last_seen.items() if now - t > SILENCE_TIMEOUT_S]
             if silent:
                 raise SessionError(f"node '{silent[0]}' silent for more than {SILENCE_TIMEOUT_S:.0f} s (hung?)")
@@ -325,7 +345,7 @@ class Supervisor:
                 proc.wait()
                 self.failure = self.failure or f"node '{name}' did not stop within {EXIT_TIMEOUT_S:.0f} s; killed"
             elif proc.returncode != 0 and not self.failure:
-                err = self.errors.get(name, "no error message")
+                err = self._last_error(name)
                 self.failure = f"node '{name}' died ({_describe_exit(proc.returncode)}): {err}"
 
     def _result(self) -> SessionResult:

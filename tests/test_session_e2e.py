@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
+from bcirig.acquisition.simulated import make_mouse
 from bcirig.compose import run_inline
 from bcirig.config import load_protocol, load_rig
 from bcirig.control import Task
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.recording import SessionFile
 from bcirig.replay import replay
-from bcirig.setup import make_mouse
 from bcirig.supervisor import Supervisor
 from tests.conftest import ROOT
 
@@ -108,16 +108,27 @@ def test_inline_composition_makes_the_same_decisions_as_the_processes(session):
     assert RoiSet.from_arrays(rois.to_arrays()).names == rois.names
 
 
-def test_bad_frames_are_counted_and_reported_without_stopping_the_session(tmp_path):
-    result = run_session(tmp_path, node_options={"source": {"bad_frame_at": [50, 51, 400]}})
+def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_path):
+    rig = tmp_path / "rig.toml"
+    custom = ('kind = "custom"\nseed = 1\n[source.custom]\nclass_path = "tests.sources:WrongShapeSource"\n'
+              'options = { bad_at = [50, 51, 400] }')
+    rig.write_text(RIG.read_text().replace('kind = "simulated"\nseed = 1', custom))
+    assert "tests.sources:WrongShapeSource" in rig.read_text()
+    result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep").run()
     assert result.ok, result.error
-    assert result.summary["bad_frames"] == 3
+    assert result.summary["malformed_frames"] == 3 and result.summary["dropped_frames"] == 0
+    assert result.summary["bad_frames"] == 0  # the pipeline never saw them
     with SessionFile(result.path) as sf:
+        acq = sf.table("acquisition")
         ro = sf.table("readout")
-        bad = np.flatnonzero(~ro["valid"]).tolist()
-        assert bad == [50, 51, 400]
-        assert b"shape" in ro["error"][50]
-        assert np.isnan(ro["readout"][50]) and np.isfinite(ro["readout"][52])
+        assert ro["valid"].all() and ro["frame"].tolist() == list(range(len(ro["frame"])))
+        # the rejected volumes are counted on the next frame that reached the pipeline, in order
+        assert acq["malformed"].sum() == 3
+        assert np.flatnonzero(acq["malformed"]).tolist() == [50, 398]
+        assert acq["malformed"][50] == 2 and acq["malformed"][398] == 1
+        # the microscope's own index skips the rejected images: session frame 50 is its image 52
+        assert acq["acq_index"][:3].tolist() == [0, 1, 2]
+        assert acq["acq_index"][50] == 52 and acq["acq_index"][397] == 399 and acq["acq_index"][398] == 401
 
 
 def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):

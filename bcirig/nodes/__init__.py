@@ -8,7 +8,6 @@ from bcirig.nodes.base import Node, NodeSpec, node_main
 
 # kind -> (module, class); imported on use so a node process loads only what it runs.
 NODE_KINDS = {
-    "source": ("bcirig.nodes.source", "SourceNode"),
     "pipeline": ("bcirig.nodes.pipeline", "PipelineNode"),
     "task": ("bcirig.nodes.task", "TaskNode"),
     "valve": ("bcirig.nodes.valve", "ValveNode"),

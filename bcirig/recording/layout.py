@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = "bcirig-session"
-VERSION = 1
+VERSION = 2  # 2: the acquisition table (microscope index, time, drops per frame)
+READABLE = (1, 2)
 
 # Stage stamps, in the order a frame's data passes them (time.monotonic_ns(), one clock for the machine).
 READOUT_STAMPS = ("source", "arrive", "registered", "extracted", "decoded", "published")
@@ -92,6 +93,14 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("outcome", S, ()),
             ("outcome_frame", np.int64, ()),
             ("frames", np.int64, ()),
+        ],
+        "acquisition": [  # one row per frame that reached the pipeline: where it came from
+            ("frame", np.int64, ()),
+            ("acq_index", np.int64, ()),  # the microscope's own index of the image that completed it
+            ("t_acq_ns", np.int64, ()),  # on the microscope's clock; -1 unknown
+            ("t_arrive_ns", np.int64, ()),  # time.monotonic_ns() on the rig
+            ("dropped", np.int64, ()),  # images lost (index gaps) since the previous frame
+            ("malformed", np.int64, ()),  # images rejected (shape, dtype, plane) since the previous frame
         ],
         "truth": truth,
         "calibration_windows": [

@@ -31,8 +31,9 @@ class SessionFile:
         if fmt != layout.FORMAT:
             raise SessionFileError(f"{self.path}: format attribute is {fmt!r}, expected {layout.FORMAT!r}")
         version = int(self.f.attrs.get("version", -1))
-        if version != layout.VERSION:
-            raise SessionFileError(f"{self.path}: layout version {version}; this bcirig reads {layout.VERSION}")
+        if version not in layout.READABLE:
+            raise SessionFileError(f"{self.path}: layout version {version}; this bcirig reads "
+                                   f"{', '.join(map(str, layout.READABLE))}")
 
     def __enter__(self) -> SessionFile:
         return self

@@ -138,6 +138,8 @@ class SessionWriter:
         self.maybe_flush()
 
     def _frame(self, msg: Frame) -> None:
+        self._row("acquisition", (msg.frame, msg.acq_index, msg.t_acq_ns, msg.t_ns.get("source", -1), msg.dropped,
+                                  msg.malformed))
         if self.record_frames and msg.data.shape == self.frame_shape:
             self.frame_buffer.append(np.array(msg.data))
             self.frame_index_buffer.append((msg.frame, msg.t_ns.get("source", -1)))
