@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb
+# octave + octave-instrument-control (octave-cli, tcpclient): tests/acquisition/test_scanimage.py runs the
+# ScanImage user function under Octave. Debian 12, as installed here (with recommends): ~220 packages, 530 MB.
+APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb octave octave-instrument-control
 FIRMWARE := hardware/valve-controller
 
 .PHONY: demo test env sysdeps firmware lint bench clean
