@@ -220,7 +220,11 @@ class ClooseSource:
                 self.stats.last_error = f"refused a second CLOOSE sender from {peer} (one is connected)"
 
     def _try_connect(self, now: int) -> None:
-        s = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(self._family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors, say: try again later, read() must not raise
+            self._refused(now, f"no socket: {exc}")
+            return
         s.setblocking(False)
         err = s.connect_ex(self._addr)
         if err in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
@@ -234,16 +238,19 @@ class ClooseSource:
     def _check_pending(self, now: int) -> None:
         s = self._pending
         assert s is not None
-        poller = select.poll()  # poll, not select: fds above 1024 are fine
-        poller.register(s, select.POLLOUT)
-        if not poller.poll(0):
+        # Writable once connected or failed (Windows reports a failure as an exception condition).
+        _, writable, failed = select.select([], [s], [s], 0)
+        if not writable and not failed:
             # Still in progress: give up after a few SYN retransmissions (an unreachable host hangs ~2 min).
             if now - self._pending_since > max(3.0, self.cfg.reconnect_s) * 1e9:
                 self._pending = None
                 s.close()
                 self._refused(now, "connection attempt timed out")
             return
-        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        try:
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            err = exc.errno or -1
         self._pending = None
         if err:
             s.close()
@@ -260,9 +267,10 @@ class ClooseSource:
 def _keepalive(sock: socket.socket) -> None:
     """Probe an idle link every few seconds: the receiver never sends, so without probes a sender that
     vanished without closing (a crashed or rebooted acquisition PC) would hold the link for hours."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for name, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
-        opt = getattr(socket, name, None)
-        if opt is not None:
-            with contextlib.suppress(OSError):  # unsupported here: the system's defaults apply
-                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, opt, value in options:
+        with contextlib.suppress(OSError):  # unsupported here: the system's defaults apply
+            sock.setsockopt(level, opt, value)
