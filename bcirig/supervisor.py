@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,8 @@ class Supervisor:
         self.progress = progress
         self.setup = setup  # None: decided by prepare_setup (the simulated rig)
         self.stop_requested = ""  # set from another thread (request_stop): end the session cleanly
+        self.started = threading.Event()  # set once every node runs (a sender may start streaming then)
+        self.frames_decided = 0  # feedback messages seen: frames the task has decided
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.last_seen: dict[str, float] = {}
         self.errors: dict[str, str] = {}
@@ -212,6 +215,7 @@ class Supervisor:
             try:
                 self._await_ready(pub, router, sub)
                 pub.publish(Control(action=ControlAction.START))
+                self.started.set()
                 self._monitor(pub, sub)
             except SessionError as exc:
                 self.failure = self.failure or str(exc)
@@ -284,6 +288,7 @@ class Supervisor:
             for msg in self._poll_messages(sub, 100):
                 if isinstance(msg, Feedback):
                     latest = msg
+                    self.frames_decided += 1
                 elif isinstance(msg, Event):
                     if msg.name is EventKind.TRIAL_END:
                         trials += 1
