@@ -47,7 +47,7 @@ sysdeps:
 	  echo "note: not a Debian/Ubuntu system; install the equivalents of:$$missing"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 	  echo "Installing system packages:$$missing"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) || \
 	    { echo "apt-get failed installing:$$missing"; exit 1; }; \
 	else \
 	  echo "note: missing system packages:$$missing"; \

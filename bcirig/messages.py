@@ -109,6 +109,7 @@ class EventKind(enum.StrEnum):
     LICK = "lick"  # reported by the lick sensor (valve controller), with its device time
     LICK_CONTACT = "lick_contact"  # simulated mouse's tongue on the sensor (ground truth)
     BAD_FRAME = "bad_frame"
+    SOURCE_LINK = "source_link"  # the microscope's link went down or came back (counts, last error)
     SAFE_STATE = "safe_state"
     SESSION_END = "session_end"
 

@@ -59,6 +59,7 @@ class PipelineNode(Node):
         self.reads = 0  # paced reads made (realtime schedule)
         self.late = 0
         self.last_fds: list[Any] = []
+        self.link = (0, 0)  # (disconnects, reconnects) last reported
 
     # ------------------------------------------------------------------ node hooks
     def on_start(self) -> None:
@@ -131,6 +132,12 @@ class PipelineNode(Node):
             for contact in self.closed_loop.take_contacts():  # the simulated tongue on the rig's lick sensor
                 self.pub.publish(Event(frame=contact.frame, name=EventKind.LICK_CONTACT,
                                        data={"count": contact.count}), stamp="sent")
+        stats = self.source.stats
+        if (stats.disconnects, stats.reconnects) != self.link:  # a sender left or came back: into the events
+            self.link = (stats.disconnects, stats.reconnects)
+            self.pub.publish(Event(frame=self.assembler.frames, name=EventKind.SOURCE_LINK,
+                                   data={"disconnects": stats.disconnects, "reconnects": stats.reconnects,
+                                         "last_error": stats.last_error}), stamp="sent")
         self.counters.update(self.assembler.counters())
         self.counters.update(self.source.stats.as_counters())
         self.counters["late_frames"] = self.late
