@@ -1,4 +1,4 @@
-"""``bcirig`` command line: run, demo, replay, validate, bench, simulate."""
+"""``bcirig`` command line: run, demo, replay, validate, bench, simulate, send, keys."""
 
 from __future__ import annotations
 
@@ -93,6 +93,18 @@ def _simulate(args: argparse.Namespace) -> int:
     return int(main(args.rest))
 
 
+def _send(args: argparse.Namespace) -> int:
+    from bcirig.acquisition.sender import main
+
+    return main(args.rest)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from bcirig.acquisition.sender import keys_main
+
+    return keys_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="bcirig", description="Closed-loop optical BCI rig software.")
@@ -137,10 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("simulate", help="days of training of simulated mice", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=_simulate)
+
+    sp = sub.add_parser("send", help="stream a movie to a rig as a microscope would (bcirig frame protocol)",
+                        add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=_send)
+
+    sp = sub.add_parser("keys", help="make a CurveZMQ key pair for the rig or a sender", add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=_keys)
     return p
 
 
-PASS_THROUGH = {"bench": _bench, "simulate": _simulate}  # subcommands with their own argument parsers
+# subcommands with their own argument parsers
+PASS_THROUGH = {"bench": _bench, "simulate": _simulate, "send": _send, "keys": _keys}
 
 
 def main(argv: list[str] | None = None) -> int:
