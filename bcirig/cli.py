@@ -22,10 +22,17 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     from bcirig.supervisor import Supervisor
 
     args.protocol, args.rig = str(examples.protocol(args.protocol)), str(examples.rig(args.rig))
+    setup = None
+    if args.setup:
+        from bcirig.setup import Setup
+
+        if not Path(args.setup).is_file():
+            raise FileNotFoundError(f"--setup {args.setup}: no such file (a setup.npz from a session folder)")
+        setup = Setup.load(args.setup)
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
                      record_frames=False if args.no_frames else None, progress=sys.stderr,
-                     carried={} if args.fresh else None, console=args.console)
+                     carried={} if args.fresh else None, console=args.console, setup=setup)
     if sup.carried:
         print(f"bcirig: {args.subject}: carrying forward {sup.carried} (use --fresh to start afresh)",
               file=sys.stderr)
@@ -120,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
         sp.add_argument("--no-frames", action="store_true", help="do not store raw frames")
         sp.add_argument("--console", action="store_true", help="open the operator's live console window")
+        sp.add_argument("--setup", default=None, metavar="SETUP.npz",
+                        help="ROIs and reference image to use (a session folder's setup.npz); needed for a live "
+                             "source until the set-up phase chooses them on the image")
         sp.add_argument("--fresh", action="store_true",
                         help="ignore the subject's carried-forward calibration (state.json)")
 
@@ -184,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bcirig: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a clear line instead of a traceback for the errors users can act on
+        from bcirig.acquisition import SourceError
         from bcirig.recording import SessionFileError
+        from bcirig.setup import SetupError
 
-        if isinstance(exc, SessionFileError | FileNotFoundError):
+        if isinstance(exc, SessionFileError | FileNotFoundError | SetupError | SourceError):
             print(f"bcirig: {exc}", file=sys.stderr)
             return 2
         raise

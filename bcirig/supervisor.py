@@ -194,9 +194,9 @@ class Supervisor:
     # ------------------------------------------------------------------ running
     def run(self) -> SessionResult:
         """Run the session to its end (or failure); returns where the file is and how it went."""
+        setup = self.setup if self.setup is not None else prepare_setup(self.protocol, self.rig)
         self.session_dir = new_session_dir(self.data_dir, self.subject)
         self.session_path = self.session_dir / "session.h5"
-        setup = self.setup if self.setup is not None else prepare_setup(self.protocol, self.rig)
         setup_path = self.session_dir / "setup.npz"
         setup.save(setup_path)
         run_dir = Path(tempfile.mkdtemp(prefix="bcirig-"))  # short path: ipc endpoints are length-limited
