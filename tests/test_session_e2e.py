@@ -15,6 +15,7 @@ from bcirig.control import Task
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.recording import SessionFile
 from bcirig.replay import replay
+from bcirig.setup import prepare_setup
 from bcirig.supervisor import Supervisor
 from tests.conftest import ROOT
 
@@ -114,7 +115,9 @@ def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_
               'options = { bad_at = [50, 51, 400] }')
     rig.write_text(RIG.read_text().replace('kind = "simulated"\nseed = 1', custom))
     assert "tests.sources:WrongShapeSource" in rig.read_text()
-    result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep").run()
+    # a custom source has no set-up of its own: the simulated rig's (the same mouse) is given
+    setup = prepare_setup(load_protocol(PROTOCOL), load_rig(RIG))
+    result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep", setup=setup).run()
     assert result.ok, result.error
     assert result.summary["malformed_frames"] == 3 and result.summary["dropped_frames"] == 0
     assert result.summary["bad_frames"] == 0  # the pipeline never saw them

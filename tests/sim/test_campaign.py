@@ -21,7 +21,7 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
 
     def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset) and not name.endswith("t_ns") and name != "frame_index":
+        if isinstance(obj, h5py.Dataset) and not name.endswith("_ns") and name != "frame_index":
             out[name] = obj[()]
 
     with h5py.File(path, "r") as f:
