@@ -245,4 +245,5 @@ def test_console_node_follows_the_session(tmp_path):
                                                            strict=True)}
     assert nodes["console"]["trials_seen"] == 4 == result.summary["trials"]
     assert nodes["console"]["hits_seen"] == result.summary["hits"]
+    assert nodes["console"]["dropped_frames_seen"] == 0 == result.summary["dropped_frames"]  # heard the source
     assert shot.stat().st_size > 10_000

@@ -29,6 +29,7 @@ class Console(QWidget):
         self.trials = self.hits = self.aborts = self.timeouts = 0
         self.phase = "waiting"
         self.trial = 0
+        self.source: dict[str, int] = {}  # the pipeline node's acquisition counters (dropped, rejected ...)
         self.status = QLabel("waiting for the session to start")
         self.readout_plot = pg.PlotWidget(title="readout − baseline minimum")
         self.readout_curve = self.readout_plot.plot(pen=pg.mkPen("w", width=1))
@@ -68,11 +69,18 @@ class Console(QWidget):
             self.baseline_min = float(msg.data.get("baseline_min", 0.0))
             self.threshold = float(msg.data.get("threshold", float("nan")))
 
+    def on_source_counters(self, counters: dict[str, int]) -> None:
+        """The frame source's totals, from the pipeline node's heartbeat."""
+        self.source = dict(counters)
+
     def refresh(self) -> None:
         """Redraw from the buffers."""
         rate = f"{self.hits / self.trials:.0%}" if self.trials else "n/a"
+        s = self.source
+        frames = (f"\nmicroscope frames dropped {s.get('dropped_frames', 0)}   rejected {s.get('malformed_frames', 0)}"
+                  f"   unreadable input {s.get('source_malformed', 0)}   reconnects {s.get('source_reconnects', 0)}")
         self.status.setText(f"phase {self.phase}   trial {self.trial}   done {self.trials}   hits {self.hits}"
-                            f"   aborts {self.aborts}   timeouts {self.timeouts}   hit rate {rate}")
+                            f"   aborts {self.aborts}   timeouts {self.timeouts}   hit rate {rate}" + frames)
         if not self.frames:
             return
         t = np.asarray(self.frames, dtype=np.float64) / self.rate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bcirig.config import load_protocol
-from bcirig.messages import Event, Feedback, Message, Readout
+from bcirig.messages import Event, Feedback, Heartbeat, Message, Readout
 from bcirig.nodes.base import Node, NodeSpec
 
 REFRESH_S = 0.1
@@ -37,6 +37,8 @@ class ConsoleNode(Node):
             self.window.on_feedback(msg)
         elif isinstance(msg, Event):
             self.window.on_event(msg)
+        elif isinstance(msg, Heartbeat) and msg.src == "pipeline":
+            self.window.on_source_counters(msg.counters)
 
     def on_tick(self, now: float) -> None:
         if now >= self.next_refresh:
@@ -49,6 +51,7 @@ class ConsoleNode(Node):
         self.counters["refreshes"] = self.counters.get("refreshes", 0) + 1
         self.counters["trials_seen"] = self.window.trials
         self.counters["hits_seen"] = self.window.hits
+        self.counters["dropped_frames_seen"] = self.window.source.get("dropped_frames", -1)
 
     def on_stop(self) -> None:
         self._refresh()  # the final heartbeat carries what the operator saw last

@@ -65,4 +65,7 @@ def test_console_shows_counts_and_the_readout_above_baseline_minimum():
     assert c.threshold_line.value() == 0.5
     assert len(c.dff_curves) == 2
     assert "done 2   hits 1" in c.status.text() and "hit rate 50%" in c.status.text()
+    c.on_source_counters({"dropped_frames": 7, "malformed_frames": 2, "source_malformed": 1, "source_reconnects": 1})
+    c.refresh()
+    assert "microscope frames dropped 7   rejected 2   unreadable input 1   reconnects 1" in c.status.text()
     c.close()
