@@ -74,17 +74,26 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    import tomllib
+    """Every check `bcirig run` makes before it starts: each file, then each protocol on each rig given.
 
-    from bcirig.config import load_protocol, load_rig
+    A file is a protocol or a rig by its [protocol] or [rig] table. Protocols are checked on the rigs
+    among the files, or on the rig `bcirig run` uses by default when none is given.
+    """
+    from bcirig.config import Protocol, Rig, load_config, load_rig
+    from bcirig.preflight import check_session
 
-    for path in args.files:
-        try:
-            is_rig = "rig" in tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError):
-            is_rig = False
-        (load_rig if is_rig else load_protocol)(path)
-        print(f"{path}: ok ({'rig' if is_rig else 'protocol'})")
+    loaded = [(path, load_config(path)) for path in args.files]  # ConfigError: one line, exit 2 (main)
+    rigs = [(path, cfg) for path, cfg in loaded if isinstance(cfg, Rig)]
+    if not rigs and any(isinstance(cfg, Protocol) for _, cfg in loaded):
+        default = examples.rig(DEFAULT_RIG)
+        rigs = [(str(default), load_rig(default))]
+    for path, cfg in loaded:
+        if isinstance(cfg, Rig):
+            print(f"{path}: ok (rig)")
+            continue
+        for _, rig in rigs:
+            check_session(cfg, rig)
+        print(f"{path}: ok (protocol) on rig {', '.join(rig.rig.name for _, rig in rigs)}")
     return 0
 
 

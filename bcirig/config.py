@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bcirig.messages import Screen, Sound
-from bcirig.schema import ConfigError, build, spec
+from bcirig.schema import MISSING, ConfigError, build, spec
 
-__all__ = ["ConfigError", "Protocol", "Rig", "load_protocol", "load_rig", "parse_protocol", "parse_rig"]
+__all__ = ["ConfigError", "Protocol", "Rig", "load_config", "load_protocol", "load_rig", "parse_protocol", "parse_rig"]
 
 
 # --------------------------------------------------------------------------------------------- protocol
@@ -376,7 +376,11 @@ def _check_protocol(p: Protocol, file: str) -> None:
 
 def parse_protocol(text: str, file: str = "<protocol>") -> Protocol:
     """Validate protocol TOML text; raises ConfigError naming ``file``."""
-    table = _read_toml(text, file)
+    return _protocol_from_table(_read_toml(text, file), text, file)
+
+
+def _protocol_from_table(table: dict[str, Any], text: str, file: str) -> Protocol:
+    _require_table(table, "protocol", file)
     proto = build(Protocol, table, file)
     _check_protocol(proto, file)
     return _replace_source(proto, text, file)
@@ -405,7 +409,11 @@ def _check_source(src: SourceConfig, file: str) -> None:
 
 def parse_rig(text: str, file: str = "<rig>") -> Rig:
     """Validate rig TOML text; raises ConfigError naming ``file``."""
-    table = _read_toml(text, file)
+    return _rig_from_table(_read_toml(text, file), text, file)
+
+
+def _rig_from_table(table: dict[str, Any], text: str, file: str) -> Rig:
+    _require_table(table, "rig", file)
     rig = build(Rig, table, file)
     if rig.valve.kind == "serial" and not rig.valve.port:
         raise ConfigError(file, "valve.port", rig.valve.port, "a serial device path when valve.kind = 'serial'")
@@ -434,7 +442,36 @@ def _read_file(path: str | Path, what: str) -> str:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(path), "(file)", str(path), f"an existing {what} file")
-    return p.read_text(encoding="utf-8")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", str(path), f"a readable {what} file ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # an image, an HDF5 file, a word-processor document ...
+        raise ConfigError(
+            str(path), "(file)", "(binary)",
+            f"a {what} file in TOML, but this is not a text file (UTF-8): byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start}",
+        ) from None
+
+
+# Tables only a rig file has: they name a rig file that lacks its [rig] table.
+_RIG_ONLY = ("source", "valve", "display", "bus")
+
+
+def _require_table(table: dict[str, Any], kind: str, file: str) -> None:
+    """A protocol file must have [protocol] and a rig file [rig]; say which file it looks like instead."""
+    if kind in table:
+        return
+    if kind == "protocol":
+        hint = ("; this is a rig file (it has [rig]): give it as the rig (--rig)" if "rig" in table
+                else " naming the experiment (name = ...)")
+    else:
+        rig_tables = [f"[{t}]" for t in _RIG_ONLY if t in table]
+        hint = ("; this is a protocol file (it has [protocol])" if "protocol" in table
+                else " naming the rig (name = ...)" + (f"; the file has {', '.join(rig_tables)}" if rig_tables else ""))
+    raise ConfigError(file, kind, MISSING, f"a [{kind}] table{hint}")
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -443,5 +480,28 @@ def load_protocol(path: str | Path) -> Protocol:
 
 
 def load_rig(path: str | Path) -> Rig:
-    """Read and validate a rig file."""
+    """Read and validate a rig file (read as a rig whatever it contains: a missing [rig] is named)."""
     return parse_rig(_read_file(path, "rig"), str(path))
+
+
+def load_config(path: str | Path) -> Protocol | Rig:
+    """Read and validate a file that may be either: [protocol] makes it a protocol, [rig] a rig.
+
+    A file with neither or both raises ConfigError naming what it lacks (or has twice).
+    """
+    file = str(path)
+    text = _read_file(path, "protocol or rig")
+    table = _read_toml(text, file)
+    has_protocol, has_rig = "protocol" in table, "rig" in table
+    if has_protocol and has_rig:
+        raise ConfigError(file, "(file)", "[protocol] and [rig]",
+                          "one of them: a protocol file has a [protocol] table, a rig file a [rig] table")
+    if has_rig:
+        return _rig_from_table(table, text, file)
+    if has_protocol:
+        return _protocol_from_table(table, text, file)
+    rig_tables = [f"[{t}]" for t in _RIG_ONLY if t in table]
+    looks = (f"; it has {', '.join(rig_tables)}, so it looks like a rig file lacking its [rig] table"
+             if rig_tables else "")
+    raise ConfigError(file, "(file)", "(no [protocol] or [rig] table)",
+                      f"a [protocol] table (a protocol file) or a [rig] table (a rig file){looks}")

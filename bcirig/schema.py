@@ -1,6 +1,8 @@
 """A small validator that turns TOML tables into frozen dataclasses, or one clear error.
 
 Each field of a config dataclass may carry metadata ``min``, ``max`` (inclusive), ``choices`` and ``doc``.
+A float (also each float of a ``tuple[float, ...]``) must be finite: NaN passes every range check and
+infinity is never a sensible setting, so both are refused unless the field says ``allow_nan=True``.
 Supported field types: bool, int, float, str, enums, ``tuple[float, ...]``, ``dict[str, Any]`` (free
 tables validated elsewhere), nested config dataclasses and ``X | None``.
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -35,10 +38,11 @@ class _Missing:
 
 
 _MISSING = _Missing()
+MISSING: Any = _MISSING  # the value of a key that is not there: a ConfigError shows it as "(missing)"
 
 
 def spec(default: Any = dataclasses.MISSING, *, doc: str = "", **limits: Any) -> Any:
-    """A dataclass field with validation limits (``min``, ``max``, ``choices``) and a doc string."""
+    """A dataclass field with validation limits (``min``, ``max``, ``choices``, ``allow_nan``) and a doc string."""
     meta = {"doc": doc, **limits}
     if isinstance(default, list | dict):
         frozen = default
@@ -48,12 +52,13 @@ def spec(default: Any = dataclasses.MISSING, *, doc: str = "", **limits: Any) ->
     return dataclasses.field(default=default, metadata=meta)
 
 
-def _describe(tp: Any, meta: dict[str, Any]) -> str:
+def _describe(tp: Any, meta: dict[str, Any], finite: bool = False) -> str:
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(repr(m.value) for m in tp)
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    names = {bool: "true or false", int: "an integer", float: "a finite number" if finite else "a number",
+             str: "a string"}
     text = names.get(tp, getattr(tp, "__name__", str(tp)))
     if "min" in meta and "max" in meta:
         text += f" in [{meta['min']}, {meta['max']}]"
@@ -94,7 +99,8 @@ def _convert(value: Any, tp: Any, meta: dict[str, Any], file: str, key: str) -> 
         (item_tp, *_rest) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
             raise ConfigError(file, key, value, f"a list of {_describe(item_tp, {})}s")
-        return tuple(_convert(v, item_tp, {}, file, f"{key}[{i}]") for i, v in enumerate(value))
+        item_meta = {"allow_nan": meta["allow_nan"]} if "allow_nan" in meta else {}
+        return tuple(_convert(v, item_tp, item_meta, file, f"{key}[{i}]") for i, v in enumerate(value))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
@@ -111,6 +117,8 @@ def _convert(value: Any, tp: Any, meta: dict[str, Any], file: str, key: str) -> 
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(file, key, value, _describe(float, meta))
         value = float(value)
+        if not math.isfinite(value) and not meta.get("allow_nan", False):
+            raise ConfigError(file, key, value, _describe(float, meta, finite=True))
     elif tp is str and not isinstance(value, str):
         raise ConfigError(file, key, value, _describe(str, meta))
     _check_limits(value, meta, tp, file, key)

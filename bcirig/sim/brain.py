@@ -39,6 +39,7 @@ import numpy as np
 
 from bcirig.config import Protocol
 from bcirig.messages import Feedback, Screen, Sound, TrialState
+from bcirig.schema import ConfigError
 from bcirig.sim.config import SimConfig
 from bcirig.threads import pin_blas_threads
 
@@ -108,9 +109,37 @@ class Anatomy:
     channels: int
 
 
+def _network_size(cfg: SimConfig, n_bci: int) -> tuple[int, int, bool]:
+    """Units and inhibitory units of a network holding ``n_bci`` BCI units, and whether they fit.
+
+    BCI units are excitatory and at least one other excitatory unit must remain.
+    """
+    n = max(cfg.units, n_bci + 4)
+    n_inh = max(1, round(cfg.inhibitory_fraction * n))
+    return n, n_inh, n - n_inh >= n_bci + 1
+
+
+def check_bci_units(cfg: SimConfig, protocol: Protocol) -> None:
+    """ConfigError naming ``rois.groups`` when the simulated network has no room for that many BCI units."""
+    groups = protocol.rois.groups
+    n_bci = sum(int(c) for c in groups.values())
+    if _network_size(cfg, n_bci)[2]:
+        return
+    most = next(k for k in range(n_bci) if not _network_size(cfg, k + 1)[2])
+    raise ConfigError(
+        protocol.source_path or "<protocol>", "rois.groups", dict(groups),
+        f"at most {most} BCI neurons in all (here {n_bci}): the simulated network has simulation.units = "
+        f"{cfg.units} with inhibitory_fraction = {cfg.inhibitory_fraction:g}, and BCI neurons are excitatory",
+    )
+
+
 def build_anatomy(cfg: SimConfig, protocol: Protocol, seed: int) -> tuple[Anatomy, np.ndarray]:
-    """Wire a mouse from its anatomy seed; returns the anatomy and (a copy of) the initial W_rec."""
+    """Wire a mouse from its anatomy seed; returns the anatomy and (a copy of) the initial W_rec.
+
+    Raises ConfigError (``rois.groups``) before any wiring when the network cannot hold the BCI units.
+    """
     pin_blas_threads()  # the wiring's eigenvalues must not depend on the thread count (bcirig.threads)
+    check_bci_units(cfg, protocol)  # before _wire allocates an (n, n) matrix for a huge n
     key = json.dumps([protocol.rois.groups, protocol.feedback.steps, protocol.readout.decoder], sort_keys=True)
     anatomy, w = _wire(cfg, key, seed)
     return anatomy, w.copy()
@@ -123,10 +152,9 @@ def _wire(cfg: SimConfig, key: str, seed: int) -> tuple[Anatomy, np.ndarray]:
     rng = np.random.default_rng([seed, 0])
     counts = [int(c) for c in groups.values()]
     n_bci = sum(counts)
-    n = max(cfg.units, n_bci + 4)
-    n_inh = max(1, round(cfg.inhibitory_fraction * n))
+    n, n_inh, fits = _network_size(cfg, n_bci)
     n_exc = n - n_inh
-    if n_exc < n_bci + 1:
+    if not fits:  # build_anatomy refuses this first, naming the protocol's key
         raise ValueError(f"{n} units with {n_inh} inhibitory leave no room for {n_bci} BCI units")
     excitatory = np.arange(n) < n_exc
     sign = np.concatenate([np.full(c, s) for c, s in zip(counts, group_signs(groups, decoder), strict=True)])

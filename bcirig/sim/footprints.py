@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bcirig.config import Protocol
+from bcirig.schema import ConfigError
 from bcirig.sim.config import SimConfig
 
 
@@ -60,17 +61,14 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
     roi_margin = margin + protocol.readout.neuropil_outer_px
     taken: dict[int, list[tuple[float, float]]] = {p: [] for p in range(im.planes)}
 
-    def spot(plane: int, edge: float, min_dist: float) -> tuple[float, float]:
+    def spot(plane: int, edge: float, min_dist: float) -> tuple[float, float] | None:
         for _ in range(2000):
             cy = rng.uniform(edge, im.height - 1 - edge)
             cx = rng.uniform(edge, im.width - 1 - edge)
             if all((cy - y) ** 2 + (cx - x) ** 2 >= min_dist**2 for y, x in taken[plane]):
                 taken[plane].append((cy, cx))
                 return cy, cx
-        raise ValueError(
-            f"cannot place {n_bci} BCI neurons of radius {r} px in a {im.height}x{im.width} frame; "
-            "use a larger frame or simulation.soma_radius_px"
-        )
+        return None  # the frame is full
 
     sources: list[Source] = []
     groups = protocol.rois.groups
@@ -78,7 +76,15 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
     group_of = [g for g, c in groups.items() for _ in range(int(c))]
     edge = min(roi_margin, (min(im.height, im.width) - 1) / 2 - 1)
     for u in range(n_bci):
-        cy, cx = spot(im.bci_plane, edge, 3.0 * r)
+        found = spot(im.bci_plane, edge, 3.0 * r)
+        if found is None:  # the protocol asks for more ROIs than this field of view holds
+            raise ConfigError(
+                protocol.source_path or "<protocol>", "rois.groups", dict(groups),
+                f"no more BCI neurons than the simulated {im.height}x{im.width} field holds: {u} of {n_bci} "
+                f"somata of radius {r:g} px placed, {3 * r:g} px apart and {edge:g} px from the edges; use "
+                "fewer ROIs, a larger imaging.height and width, or a smaller simulation.soma_radius_px",
+            )
+        cy, cx = found
         sources.append(Source(u, "soma", im.bci_plane, cy, cx, r, cfg.soma_counts, names[u], group_of[u]))
     dplane = dendrite_plane(protocol)
     if dplane is not None:
@@ -96,10 +102,10 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
         for _ in range(cfg.imaged_neurons):
             if k >= len(others):
                 break
-            try:
-                cy, cx = spot(plane, margin, 2.2 * r)
-            except ValueError:
+            found = spot(plane, margin, 2.2 * r)
+            if found is None:
                 break  # the frame is full: fewer other neurons, never an error
+            cy, cx = found
             sources.append(Source(int(others[k]), "soma", plane, cy, cx, r, cfg.soma_counts))
             k += 1
     return sources

@@ -1,0 +1,38 @@
+"""Checks of a protocol on a rig that need more than the two files: made before a session starts anything.
+
+:func:`bcirig.config.load_protocol` and :func:`~bcirig.config.load_rig` validate each file on its own.
+What only the pair decides is checked here, by building what the session's set-up would build, so that
+``bcirig validate`` and ``bcirig run`` refuse the same things with the same one line (a
+:class:`~bcirig.schema.ConfigError`) before any folder or process exists. For a simulated rig that is
+the simulated mouse (its ``[simulation]`` table, a network with room for the BCI units, a field of view
+that holds their somata) and the decoder on the mouse's ROIs. The simulator is imported only for a
+simulated rig: a real rig's validation never loads it.
+"""
+
+from __future__ import annotations
+
+from bcirig.config import Protocol, Rig
+from bcirig.schema import ConfigError
+
+__all__ = ["check_session"]
+
+
+def check_session(protocol: Protocol, rig: Rig) -> None:
+    """Raise ConfigError if ``protocol`` cannot run on ``rig``; return None when the session can start."""
+    if rig.source.kind == "simulated":
+        _check_simulated(protocol, rig)
+
+
+def _check_simulated(protocol: Protocol, rig: Rig) -> None:
+    from bcirig.acquisition.simulated import make_mouse
+    from bcirig.processing.decoders import make_decoder
+    from bcirig.processing.rois import RoiError
+
+    # The very construction the set-up makes (bcirig.setup.prepare_setup), without rendering a frame:
+    # parse_sim_config, the network's room for the BCI units and the somata's placement all raise here.
+    mouse = make_mouse(protocol, rig)
+    try:
+        make_decoder(protocol, mouse.rois())  # what the pipeline node builds first on these ROIs
+    except RoiError as exc:
+        raise ConfigError(protocol.source_path or "<protocol>", "rois.groups", dict(protocol.rois.groups),
+                          f"the groups the decoder reads ({exc})") from None
