@@ -21,7 +21,16 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     from bcirig.summary import format_summary
     from bcirig.supervisor import Supervisor
 
+    if getattr(args, "protocol_opt", None):
+        if args.protocol:
+            raise FileNotFoundError(f"two protocols given: {args.protocol} and --protocol {args.protocol_opt}")
+        args.protocol = args.protocol_opt
+    if not args.protocol:
+        raise FileNotFoundError("no protocol: give one, e.g. `bcirig run francioni2026` or --protocol FILE")
     args.protocol, args.rig = str(examples.protocol(args.protocol)), str(examples.rig(args.rig))
+    from bcirig.setup import parse_choose
+
+    choose = parse_choose(args.choose) if args.choose else None
     setup = None
     if args.setup:
         from bcirig.setup import Setup
@@ -32,10 +41,14 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
                      record_frames=False if args.no_frames else None, progress=sys.stderr,
-                     carried={} if args.fresh else None, console=args.console, setup=setup)
-    if sup.carried:
-        print(f"bcirig: {args.subject}: carrying forward {sup.carried} (use --fresh to start afresh)",
+                     carried={} if args.fresh else None, console=args.console, setup=setup, fresh=args.fresh,
+                     previous=args.previous, rois=args.rois or "", choose=choose, allow_pickle=args.allow_pickle)
+    if sup.previous is not None:
+        print(f"bcirig: {args.subject}: training day {sup.day}; continuing from {sup.previous.session_dir} "
+              f"(ROIs found again on today's field; calibration carried: {sup.carried}); --fresh starts afresh",
               file=sys.stderr)
+    else:
+        print(f"bcirig: {args.subject}: training day {sup.day}", file=sys.stderr)
     print(f"bcirig: running {args.protocol} on rig {args.rig} ({args.mode}); writing {sup.data_dir}/",
           file=sys.stderr)
     result = sup.run()
@@ -140,11 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ROIs and reference image to use (a session folder's setup.npz); needed for a live "
                              "source until the set-up phase chooses them on the image")
         sp.add_argument("--fresh", action="store_true",
-                        help="ignore the subject's carried-forward calibration (state.json)")
+                        help="start the subject afresh: day 1, no carried ROIs or calibration (its history is "
+                             "kept, set aside)")
+        sp.add_argument("--previous", default=None, metavar="SESSION_DIR",
+                        help="continue from this session's set-up and calibration instead of the subject's last")
+        sp.add_argument("--rois", default=None, metavar="FILE",
+                        help="day 1's ROIs: a bcirig ROI file (.toml), an ImageJ ROI set (.roi/.zip) or a suite2p "
+                             "plane folder (overrides [setup] rois)")
+        sp.add_argument("--choose", default=None, metavar="'P+=0,2 P-=1,3'",
+                        help="groups by index of the detected candidates (best first) or of the file's ROIs")
+        sp.add_argument("--allow-pickle", action="store_true",
+                        help="suite2p: load its pickled .npy files (only for files you trust: pickle can run code)")
 
     sp = sub.add_parser("run", help="run a session: supervisor + one process per node")
-    sp.add_argument("protocol", help="protocol file, or a shipped protocol's name: "
+    sp.add_argument("protocol", nargs="?", help="protocol file, or a shipped protocol's name: "
                     + ", ".join(examples.names("protocols")))
+    sp.add_argument("--protocol", dest="protocol_opt", default=None, help="the same, as an option")
     session_args(sp)
     sp.set_defaults(func=_run)
 
@@ -206,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         from bcirig.acquisition import SourceError
         from bcirig.recording import SessionFileError
         from bcirig.setup import SetupError
+        from bcirig.subjects import SubjectError
 
-        if isinstance(exc, SessionFileError | FileNotFoundError | SetupError | SourceError):
+        if isinstance(exc, SessionFileError | FileNotFoundError | SetupError | SourceError | SubjectError):
             print(f"bcirig: {exc}", file=sys.stderr)
             return 2
         raise

@@ -194,6 +194,27 @@ class Recording:
 
 
 @dataclass(frozen=True)
+class SetupConfig:
+    """The set-up phase before the baseline: the reference image and the ROIs, from live frames."""
+
+    frames: int = spec(300, min=2, max=100000, doc="live frames registered and averaged into the reference")
+    rois: str = spec("detect", choices=("detect", "file", "imagej", "suite2p", "truth"),
+                     doc="day 1: detect (candidates on the mean and correlation images), file (bcirig ROI file), "
+                         "imagej (.roi/.zip), suite2p (its plane folder), truth (simulated rigs: true footprints)")
+    roi_file: str = spec("", doc="file, imagej: the ROI file; suite2p: the folder with stat.npy; relative to "
+                                 "the protocol file's folder")
+    allow_pickle: bool = spec(False, doc="suite2p: its .npy files are pickled Python objects; load only if trusted")
+    choose: dict[str, Any] = spec({}, doc="group -> indices of the candidates (detect, best first) or of the "
+                                          "file's ROIs, e.g. { \"P+\" = [0, 2, 4, 6], \"P-\" = [1, 3, 5, 7] }")
+    cell_radius_px: float = spec(0.0, min=0.0, max=100.0, doc="detect: soma radius; 0 = from the frame size")
+    later_days: str = spec("previous", choices=("previous", "same"),
+                           doc="day 2 on: the previous day's ROIs moved by the field's offset, or the day-1 method")
+    min_alignment_quality: float = spec(0.5, min=-1.0, max=1.0,
+                                        doc="day 2 on: a field matching the previous day's worse than this stops")
+    max_alignment_px: float = spec(60.0, min=1.0, max=1000.0, doc="day 2 on: largest field offset searched")
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A whole experiment definition (one protocols/*.toml file)."""
 
@@ -209,6 +230,7 @@ class Protocol:
     outcomes: Outcomes = spec(Outcomes)
     reward: Reward = spec(Reward)
     safety: Safety = spec(Safety)
+    setup: SetupConfig = spec(SetupConfig)
     recording: Recording = spec(Recording)
     simulation: dict[str, Any] = spec({}, doc="simulated-mouse parameters; validated by bcirig.sim")
     source_text: str = spec("", doc="(filled in by the loader) the file's text, stored with the session")

@@ -9,8 +9,8 @@ error.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import zmq
 
+from bcirig.acquisition import FrameSource
+from bcirig.acquisition.assembler import FrameAssembler
+from bcirig.acquisition.factory import make_source
 from bcirig.bus import Publisher, Subscriber, endpoints
 from bcirig.config import load_protocol, load_rig
 from bcirig.messages import (
@@ -41,7 +45,8 @@ from bcirig.messages import (
 )
 from bcirig.nodes import NodeSpec
 from bcirig.recording import SessionFile
-from bcirig.setup import Setup, prepare_setup
+from bcirig.setup import PreviousSetup, RoiChoice, Setup, SetupError, SetupPhase, truth_setup
+from bcirig.subjects import Subject
 from bcirig.summary import session_summary
 
 NODES = ("pipeline", "task", "valve", "recorder")
@@ -57,6 +62,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
     "console": (["pipeline", "task"], ["readout", "feedback", "event"], ["pipeline", "task"]),
 }
 STARTUP_TIMEOUT_S = 60.0
+SETUP_TIMEOUT_S = 30.0  # set-up phase: this long without a usable frame is an error
 SILENCE_TIMEOUT_S = 5.0
 EXIT_TIMEOUT_S = 15.0
 
@@ -75,18 +81,6 @@ class SessionResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def new_session_dir(data_dir: Path, subject: str) -> Path:
-    """``<data_dir>/<subject>/<YYYY-MM-DD>_<n>``, n counting up from 1."""
-    day = dt.date.today().isoformat()
-    base = data_dir / subject
-    n = 1
-    while (base / f"{day}_{n}").exists():
-        n += 1
-    path = base / f"{day}_{n}"
-    path.mkdir(parents=True)
-    return path
-
-
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -94,23 +88,6 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def subject_state_path(data_dir: Path, subject: str) -> Path:
-    """Where a subject's carried-forward state (yesterday's calibration) is kept."""
-    return data_dir / subject / "state.json"
-
-
-def load_subject_state(data_dir: Path, subject: str) -> dict[str, Any] | None:
-    """The subject's carried state, or None on its first day."""
-    path = subject_state_path(data_dir, subject)
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SessionError(f"{path}: not valid JSON ({exc}); fix or delete it to start the subject afresh") from None
-    return state.get("carry_forward") if isinstance(state, dict) else None
 
 
 class Supervisor:
@@ -130,6 +107,11 @@ class Supervisor:
         progress: TextIO | None = None,
         console: bool = False,
         setup: Setup | None = None,
+        fresh: bool = False,
+        previous: str | Path | None = None,
+        rois: str = "",
+        choose: dict[str, list[int]] | None = None,
+        allow_pickle: bool = False,
     ) -> None:
         self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
         self.rig = load_rig(rig_path)
@@ -140,11 +122,19 @@ class Supervisor:
         self.subject, self.mode = subject, mode
         self.record_frames = record_frames
         self.node_options = node_options or {}
+        # The subject's history decides the training day and what carries over (bcirig.subjects).
+        self.subject_record = Subject(self.data_dir, subject, fresh=fresh)
+        self.previous = (Subject.previous_from(previous) if previous is not None
+                         else None if fresh else self.subject_record.previous())
+        self.day = self.subject_record.day
+        self.choice = RoiChoice.from_protocol(self.protocol, rois=rois, choose=choose, allow_pickle=allow_pickle)
         # Yesterday's calibration travels with the subject unless the caller says otherwise.
-        self.carried = carried if carried is not None else load_subject_state(self.data_dir, subject)
+        self.carried = carried if carried is not None else (self.previous.carry_forward if self.previous else None)
         self.carry_forward: dict[str, Any] | None = None
         self.progress = progress
-        self.setup = setup  # None: decided by prepare_setup (the simulated rig)
+        self.setup = setup  # None: decided in the set-up phase (or the simulated truth)
+        self.setup_report: dict[str, Any] = {}
+        self.setup_skip = 0
         self.stop_requested = ""  # set from another thread (request_stop): end the session cleanly
         self.started = threading.Event()  # set once every node runs (a sender may start streaming then)
         self.frames_decided = 0  # feedback messages seen: frames the task has decided
@@ -166,6 +156,8 @@ class Supervisor:
                 gui = [n for n in ("display", "console") if n in self.nodes]
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
             opts = dict(self.node_options.get(name, {}))
+            if name == "pipeline":  # the simulated microscope goes on after the frames the set-up saw
+                opts.update(day=self.day, skip=self.setup_skip)
             if name in ("task", "recorder") and self.carried:
                 opts["carried"] = json.dumps(self.carried)
             if name == "recorder":
@@ -191,14 +183,88 @@ class Supervisor:
             )
             log.close()
 
+    # ------------------------------------------------------------------ set-up phase
+    def _decide_setup(self) -> tuple[Setup, np.ndarray | None]:
+        """The set-up: given, the simulated truth, or decided by the SetupPhase stage on live frames."""
+        if self.setup is not None:
+            return self.setup, None
+        if self.protocol.setup.rois == "truth":
+            return truth_setup(self.protocol, self.rig), None
+        previous = None
+        if self.previous is not None:
+            prev = Setup.load(self.previous.setup_path)
+            previous = PreviousSetup(rois=prev.roi_set(), reference=prev.reference, day=self.previous.day,
+                                     folder=str(self.previous.session_dir))
+        phase = SetupPhase(self.protocol, self.choice, previous, day=self.day)
+        source = make_source(self.protocol, self.rig, day=self.day)
+        if self.progress is not None:
+            self.progress.write(f"bcirig: set-up: {phase.needed} live frames for the reference"
+                                + (f", aligned to day {previous.day}'s field" if previous else "") + "\n")
+        t0 = time.monotonic()
+        source.open()
+        try:
+            self._stream(source, phase)
+        finally:
+            source.close()
+        streamed = time.monotonic() - t0
+        self.setup_skip = len(phase.frames) if source.paced else 0
+        setup = phase.finish(suggest=getattr(source, "suggest_groups", None))
+        setup.report.update(stream_seconds=streamed, phase_seconds=time.monotonic() - t0,
+                            frames_seconds=phase.needed / self.protocol.imaging.frame_rate_hz)
+        truth = getattr(source, "setup_truth", None)  # a simulated source's ground truth, recorded beside
+        if callable(truth):
+            setup.report["truth"] = truth()
+        if self.progress is not None:
+            r = setup.report
+            where = (f"field offset {r['fov_offset_px'][0]:+.1f}, {r['fov_offset_px'][1]:+.1f} px from day "
+                     f"{r['previous_day']} (quality {r['alignment_quality']:.2f})" if r.get("method") == "previous"
+                     else f"{r.get('candidates', '')} candidates" if r.get("method") == "detect" else r.get("method"))
+            self.progress.write(f"bcirig: set-up: {r['rois']} ROIs ({r.get('method')}: {where}) in "
+                                f"{r['phase_seconds']:.1f} s\n")
+        return setup, np.stack(phase.frames)
+
+    def _stream(self, source: FrameSource, phase: SetupPhase) -> None:
+        """Feed the phase the first volumes (wiring only: the assembler checks, the phase decides)."""
+        assembler = FrameAssembler(self.protocol.imaging)
+        poller = zmq.Poller()
+        period = 1.0 / self.protocol.imaging.frame_rate_hz
+        t0 = last = time.monotonic()
+        reads = 0
+        while not phase.done:
+            now = time.monotonic()
+            if source.paced:  # the simulator: at the imaging rate (realtime) or at once (lockstep)
+                if self.mode == "realtime" and now < t0 + reads * period:
+                    time.sleep(t0 + reads * period - now)
+                reads += 1
+            else:
+                fds = source.poll_fds()
+                for fd in fds:
+                    poller.register(fd, zmq.POLLIN)
+                poller.poll(math.ceil(source.poll_interval_s * 1000))
+                for fd in fds:
+                    poller.unregister(fd)
+            for raw in source.read():
+                volume = assembler.push(raw)
+                if volume is not None:
+                    phase.add(volume.data)
+                    last = time.monotonic()
+            if time.monotonic() - last > SETUP_TIMEOUT_S:
+                why = source.stats.last_error or assembler.last_error or "nothing arrived"
+                raise SetupError(f"set-up: no usable frame from the {self.rig.source.kind!r} source for "
+                                 f"{SETUP_TIMEOUT_S:.0f} s after {len(phase.frames)} of {phase.needed} ({why}); "
+                                 "is the microscope acquiring and sending to this rig?")
+
     # ------------------------------------------------------------------ running
     def run(self) -> SessionResult:
         """Run the session to its end (or failure); returns where the file is and how it went."""
-        setup = self.setup if self.setup is not None else prepare_setup(self.protocol, self.rig)
-        self.session_dir = new_session_dir(self.data_dir, self.subject)
+        setup, setup_frames = self._decide_setup()
+        self.setup_report = setup.report
+        self.session_dir = self.subject_record.new_session_dir()
         self.session_path = self.session_dir / "session.h5"
         setup_path = self.session_dir / "setup.npz"
         setup.save(setup_path)
+        if setup_frames is not None:  # the recorder puts them into the session file, then removes this
+            np.save(self.session_dir / "setup_frames.npy", setup_frames)
         run_dir = Path(tempfile.mkdtemp(prefix="bcirig-"))  # short path: ipc endpoints are length-limited
         ctx = zmq.Context()
         try:
@@ -367,7 +433,9 @@ class Supervisor:
                 with h5py.File(self.session_path, "a") as f:
                     f.attrs["summary"] = json.dumps(summary, allow_nan=True)
                     f.attrs["failure"] = self.failure
-            if self.carry_forward and not self.failure:
-                state = {"carry_forward": self.carry_forward, "last_session": str(self.session_path)}
-                subject_state_path(self.data_dir, self.subject).write_text(json.dumps(state, indent=1))
+        outcome = "completed" if not self.failure and self.carry_forward is not None else (
+            "stopped" if self.stop_requested else "failed")
+        self.subject_record.record(self.session_dir, outcome=outcome, setup=self.setup_report,
+                                   carry_forward=self.carry_forward or {}, summary=summary,
+                                   reason=self.failure or self.stop_requested)
         return SessionResult(path=self.session_path, ok=not self.failure, error=self.failure, summary=summary)

@@ -162,8 +162,9 @@ def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
 
 def test_day_two_carries_the_calibration_and_difficulty_never_drops(session):
     data_dir = session.path.parents[2]
-    state = json.loads((data_dir / "sim" / "state.json").read_text())
-    day1_z = state["carry_forward"]["threshold_z"]
+    history = json.loads((data_dir / "sim" / "subject.json").read_text())
+    assert [s["outcome"] for s in history["sessions"]][-1] == "completed"
+    day1_z = history["sessions"][-1]["carry_forward"]["threshold_z"]
     result = Supervisor(PROTOCOL, RIG, data_dir=data_dir, mode="lockstep").run()
     assert result.ok, result.error
     assert result.path.parent.name.endswith("_2")  # second session of the day for this subject

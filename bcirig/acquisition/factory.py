@@ -24,14 +24,18 @@ def _custom(protocol: Protocol, rig: Rig) -> Any:
     return cls(protocol, rig, dict(rig.source.custom.options))
 
 
-def make_source(protocol: Protocol, rig: Rig) -> FrameSource:
-    """The rig's frame source, not yet opened (call ``open()``)."""
+def make_source(protocol: Protocol, rig: Rig, *, day: int = 1, skip: int = 0) -> FrameSource:
+    """The rig's frame source, not yet opened (call ``open()``).
+
+    ``day`` (the subject's training day) and ``skip`` (frames the set-up phase already took) matter to
+    the simulated microscope only: a real one moves on by itself.
+    """
     kind = rig.source.kind
     source: Any
     if kind == "simulated":
         from bcirig.acquisition.simulated import SimulatedSource
 
-        source = SimulatedSource(protocol, rig)
+        source = SimulatedSource(protocol, rig, day=day, skip=skip)
     elif kind == "network":
         from bcirig.acquisition.network import NetworkSource
 

@@ -21,7 +21,7 @@ from bcirig.messages import Feedback
 RECORDED_TRUTH = ("shift", "licks")  # what a live session's truth table keeps (bcirig.setup.DEFAULT_TRUTH_FIELDS)
 
 
-def make_mouse(protocol: Protocol, rig: Rig, state: Any = None) -> Any:
+def make_mouse(protocol: Protocol, rig: Rig, state: Any = None, day: int = 1) -> Any:
     """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
     import dataclasses
 
@@ -30,7 +30,7 @@ def make_mouse(protocol: Protocol, rig: Rig, state: Any = None) -> Any:
     config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
     # A session renders frames for the real pipeline, whatever level the table sets for sweeps.
     config = dataclasses.replace(config, level="pixels")
-    return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state)
+    return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state, day=day)
 
 
 class SimulatedSource:
@@ -39,8 +39,10 @@ class SimulatedSource:
     paced = True
     poll_interval_s = 0.1
 
-    def __init__(self, protocol: Protocol, rig: Rig, mouse: Any = None) -> None:
-        self.mouse = mouse if mouse is not None else make_mouse(protocol, rig)
+    def __init__(self, protocol: Protocol, rig: Rig, mouse: Any = None, *, day: int = 1, skip: int = 0) -> None:
+        self.mouse = mouse if mouse is not None else make_mouse(protocol, rig, day=day)
+        self.protocol = protocol
+        self.skip = skip  # volumes the set-up phase already saw: the session continues after them
         img = protocol.imaging
         self.order = [p for p in range(img.planes) if p != img.bci_plane] + [img.bci_plane]
         self.planes = img.planes
@@ -50,7 +52,9 @@ class SimulatedSource:
         self._contacts: list[LickContact] = []
 
     def open(self) -> None:
-        """Nothing to connect."""
+        """Nothing to connect; render past the frames the set-up phase was shown."""
+        for _ in range(self.skip):
+            self.mouse.step(None)
 
     def poll_fds(self) -> list[Any]:
         """Paced: the node decides when to read."""
@@ -82,3 +86,36 @@ class SimulatedSource:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def setup_truth(self) -> dict[str, Any]:
+        """Ground truth of the set-up: today's field-of-view offset from day 1 (whole px)."""
+        return {"fov_offset_px": list(self.mouse.fov_offset), "day": self.mouse.day}
+
+    # ------------------------------------------------------------------ the simulated operator
+    def suggest_groups(self, candidates: list[Any]) -> tuple[dict[str, list[int]], dict[str, Any]]:
+        """Choose candidates as the experimenter would: the ones on the neurons this simulated brain uses
+        for the BCI (a real rig's operator picks them on the image). Also scores the detection against the
+        true footprints (recall and precision of the BCI-plane somata at IoU >= 0.5): the only use of truth.
+        """
+        from bcirig.processing.detection import match_rois
+        from bcirig.processing.rois import Roi
+
+        mouse = self.mouse
+        plane = self.protocol.imaging.bci_plane
+        fy, fx = mouse.fov_offset
+        true_bci = [r.moved(fy, fx) for r in mouse.rois() if r.kind == "soma" and r.plane == plane]
+        _, _, pairs = match_rois(candidates, true_bci, iou=0.3)
+        by_truth = {j: i for i, j, _ in pairs}
+        groups: dict[str, list[int]] = {}
+        missing = []
+        for j, roi in enumerate(true_bci):
+            if j in by_truth:
+                groups.setdefault(roi.group, []).append(by_truth[j])
+            else:
+                missing.append(roi.name)
+        somata = [Roi.disk(f"s{k}", plane, (s.cy + fy, s.cx + fx), max(1.0, s.radius - 0.5))
+                  for k, s in enumerate(mouse.sources) if s.kind == "soma" and s.plane == plane]
+        recall, precision, _ = match_rois(candidates, somata, iou=0.5)
+        score = {"recall": recall, "precision": precision, "somata": len(somata), "candidates": len(candidates),
+                 "bci_missing": missing, "true_fov_offset": [fy, fx]}
+        return groups, score

@@ -43,7 +43,8 @@ class PipelineNode(Node):
         setup = Setup.load(spec.setup_path)
         self.pipeline = Pipeline(protocol, RoiSet.from_arrays(setup.rois), setup.reference)
         self.assembler = FrameAssembler(protocol.imaging)
-        self.source: FrameSource = make_source(protocol, rig)
+        self.source: FrameSource = make_source(protocol, rig, day=int(spec.options.get("day", 1)),
+                                               skip=int(spec.options.get("skip", 0)))
         self.closed_loop = self.source if isinstance(self.source, ClosedLoop) else None
         if spec.mode == "lockstep" and not self.source.paced:
             raise ValueError(f"lockstep mode needs a paced source (the simulator); the rig's source "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from bcirig.config import load_protocol, load_rig
 from bcirig.messages import Heartbeat, Message, NodeState
 from bcirig.nodes.base import Node, NodeSpec
@@ -18,6 +22,8 @@ class RecorderNode(Node):
         rig = load_rig(spec.rig_path)
         setup = Setup.load(spec.setup_path)
         img = protocol.imaging
+        frames_path = Path(spec.setup_path).with_name("setup_frames.npy")
+        setup_frames = np.load(frames_path, mmap_mode="r", allow_pickle=False) if frames_path.is_file() else None
         self.writer = SessionWriter(
             spec.session_path,
             protocol_text=protocol.source_text,
@@ -33,7 +39,12 @@ class RecorderNode(Node):
                    "carried": spec.options.get("carried") or "{}", "seed": rig.source.seed,
                    "subject": spec.options.get("subject", "")},
             flush_interval_s=protocol.recording.flush_interval_s,
+            setup_frames=setup_frames,
+            setup_report=setup.report,
         )
+        if setup_frames is not None:  # now in the session file, which is the record
+            del setup_frames
+            frames_path.unlink()
         self.final: dict[str, dict[str, int]] = {}
 
     def on_message(self, msg: Message) -> None:

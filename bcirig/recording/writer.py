@@ -69,6 +69,8 @@ class SessionWriter:
         truth_fields: dict[str, tuple[tuple[int, ...], str]] | None = None,
         attrs: dict[str, Any] | None = None,
         flush_interval_s: float = 0.5,
+        setup_frames: np.ndarray | None = None,
+        setup_report: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,10 @@ class SessionWriter:
         for name, arr in rois.items():
             g.create_dataset(name, data=arr)
         self.f.create_dataset("reference", data=np.asarray(reference, dtype=np.float32))
+        sg = self.f.create_group("setup")  # how the set-up was decided, and the live frames it was decided on
+        sg.attrs["report"] = json.dumps(setup_report or {}, allow_nan=True)
+        if setup_frames is not None and len(setup_frames):
+            sg.create_dataset("frames", data=setup_frames, chunks=(1, *setup_frames.shape[1:]), compression="lzf")
         self.columns = layout.tables(n_rois, truth_fields or {})
         self.buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.columns}
         for table, cols in self.columns.items():

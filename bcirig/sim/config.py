@@ -62,6 +62,8 @@ class SimConfig:
     dendrite_signal_hz: float = spec(8.0, min=0.0, max=200.0, doc="dendritic event rate per unit instructive signal")
     bleach_tau_s: float = spec(7200.0, min=1.0, max=1e9, doc="photobleaching time constant")
     drift: float = spec(0.02, min=0.0, max=0.5, doc="SD of slow brightness drift (fraction)")
+    fov_shift_px: float = spec(0.0, min=0.0, max=100.0,
+                               doc="day-to-day field-of-view offset, uniform in +-this (whole px; day 1 = none)")
     motion_px: float = spec(1.0, min=0.0, max=20.0, doc="SD of slow rigid brain motion")
     lick_jitter_px: float = spec(1.5, min=0.0, max=20.0, doc="displacement per lick")
 

@@ -40,8 +40,17 @@ def soma_radius(cfg: SimConfig, height: int, width: int) -> float:
 
 
 def motion_margin(cfg: SimConfig) -> int:
-    """Largest rigid shift (px) the simulator produces; footprints stay this far inside the frame."""
-    return max(1, math.ceil(3 * cfg.motion_px + 2 * cfg.lick_jitter_px))
+    """Largest rigid shift (px) the simulator produces, the day's field offset included; footprints stay this
+    far inside the frame."""
+    return max(1, math.ceil(3 * cfg.motion_px + 2 * cfg.lick_jitter_px + cfg.fov_shift_px))
+
+
+def fov_offset(cfg: SimConfig, seed: int, day: int) -> tuple[int, int]:
+    """The field of view's offset on training ``day`` relative to day 1 (whole px; ground truth)."""
+    if day <= 1 or cfg.fov_shift_px <= 0:
+        return 0, 0
+    dy, dx = np.random.default_rng([seed, 7, day]).uniform(-cfg.fov_shift_px, cfg.fov_shift_px, 2)
+    return round(float(dy)), round(float(dx))
 
 
 def dendrite_plane(protocol: Protocol) -> int | None:

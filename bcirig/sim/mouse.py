@@ -20,7 +20,7 @@ from bcirig.interfaces import SimFrame
 from bcirig.messages import Feedback
 from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_end, sense
 from bcirig.sim.config import SimConfig
-from bcirig.sim.footprints import dendrite_plane, motion_margin, place_sources
+from bcirig.sim.footprints import dendrite_plane, fov_offset, motion_margin, place_sources
 from bcirig.sim.optics import Indicator, Optics
 from bcirig.threads import pin_blas_threads
 
@@ -37,7 +37,8 @@ class TraceFrame:
 class SimulatedMouse:
     """A mouse that learns, imaged by a simulated two-photon microscope (a ``MouseStage``)."""
 
-    def __init__(self, protocol: Protocol, config: SimConfig, seed: int, state: MouseState | None = None) -> None:
+    def __init__(self, protocol: Protocol, config: SimConfig, seed: int, state: MouseState | None = None,
+                 *, day: int = 1) -> None:
         pin_blas_threads()  # every product of the brain and optics on one thread (bcirig.threads)
         self.protocol = protocol
         self.config = config
@@ -76,6 +77,8 @@ class SimulatedMouse:
         self.neuropil = 0.0
         self.npil_alpha = 1.0 - math.exp(-self.dt / 1.0)
         self.margin = motion_margin(config)
+        self.day = int(day)
+        self.fov_offset = fov_offset(config, self.seed, self.day)  # today's field vs day 1's (ground truth)
         self._roi_set: Any = None
         self._reference: np.ndarray | None = None
         self._roi_model: Any = None
@@ -194,10 +197,11 @@ class SimulatedMouse:
         self.motion *= self.motion_a
         self.motion += self.motion_sd * self.rng.standard_normal(2)
         self.jitter = 0.6 * self.jitter + cfg.lick_jitter_px * self.licks
-        dy = min(max(round(float(self.motion[0]) + self.jitter), -self.margin), self.margin)
-        dx = min(max(round(float(self.motion[1])), -self.margin), self.margin)
+        fy, fx = self.fov_offset
+        dy = min(max(round(float(self.motion[0]) + self.jitter) + fy, -self.margin), self.margin)
+        dx = min(max(round(float(self.motion[1])) + fx, -self.margin), self.margin)
         truth = {
-            "shift": [dy, dx],
+            "shift": [dy - fy, dx - fx],  # brain motion against today's field (the day's offset: fov_offset)
             "licks": self.licks,
             "rpe": delta,
             "rates": r[: self.brain.anatomy.n_bci].astype(np.float32),
