@@ -1,6 +1,13 @@
 """Task control: the trial state machine, threshold calibration, readout-to-feedback mapping."""
 
-from bcirig.control.calibration import CalibrationError, CalibrationResult, calibrate, threshold_for_fraction
+from bcirig.control.calibration import (
+    CalibrationError,
+    CalibrationResult,
+    calibrate,
+    calibrate_day,
+    carry_state,
+    threshold_for_fraction,
+)
 from bcirig.control.mapping import activity_bin, grating_angle, tone_frequency
 from bcirig.control.task import Task, TrialRecord
 
@@ -11,6 +18,8 @@ __all__ = [
     "TrialRecord",
     "activity_bin",
     "calibrate",
+    "calibrate_day",
+    "carry_state",
     "grating_angle",
     "threshold_for_fraction",
     "tone_frequency",

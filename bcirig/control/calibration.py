@@ -2,16 +2,31 @@
 
 Windows of the evaluated trial length are resampled from the baseline readout (expressed above the baseline
 minimum); the threshold is the lowest level that no more than ``target_fraction`` of the windows reach.
-From day 2 on, the threshold is also expressed in units of the baseline noise (a half-Gaussian fit), and
-the stricter of today's and yesterday's is used, so difficulty never drops across days.
+From day 2 on, the threshold is also expressed in units of the baseline noise (a half-Gaussian fit) and
+carried to the next day, where one of these rules (``calibration.across_days``) decides:
+
+* ``stricter`` (the study's rule, the default): the stricter of today's and yesterday's. Difficulty never
+  drops, but each day's threshold is a noisy estimate and the running maximum of noisy estimates climbs on
+  noise alone: a mouse that learns nothing sees its calibrated chance fall from the target (``bcirig
+  simulate --rule none``: 0.47 on day 1 to about 0.25 after a few days).
+* ``today``: today's threshold alone (difficulty may drop).
+* ``pooled``: the mean of the last ``pool_days`` days' own thresholds in noise units, today's included, so
+  the day-to-day noise shrinks instead of ratcheting; difficulty may not drop below yesterday's threshold
+  by more than twice the standard error of that mean (the noise margin), so a real drop in difficulty is
+  still refused while noise is not mistaken for one.
+
+``calibration.fixed_threshold`` replaces the calibrated threshold by a given one (what-if replay).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+NOISE_MARGIN_SE = 2.0  # pooled rule: difficulty may drop by at most this many standard errors of the mean
 
 
 class CalibrationError(ValueError):
@@ -34,6 +49,11 @@ class CalibrationResult:
     window_frames: int
     window_starts: np.ndarray  # (n_windows,) baseline frame index where each window starts
     window_maxima: np.ndarray  # (n_windows,) maximum of each window, above baseline_min
+    rule: str = "today"  # across-days rule applied: stricter, today, pooled, or fixed (a given threshold)
+    threshold_today_z: float = float("nan")  # today's own threshold in noise units (pooled carries it)
+    days_pooled: int = 1  # pooled: days whose thresholds were averaged, today's included
+    pooled_z: float = float("nan")  # pooled: their mean (before the noise-margin floor)
+    floor_z: float = float("nan")  # pooled: yesterday's threshold_z minus the noise margin (NaN on day 1)
 
     def summary(self) -> dict[str, float | int]:
         """Scalar results for the event table and the session summary."""
@@ -49,6 +69,11 @@ class CalibrationResult:
             "achieved_fraction": self.achieved_fraction,
             "window_frames": self.window_frames,
             "windows": len(self.window_starts),
+            "rule": self.rule,
+            "threshold_today_z": self.threshold_today_z,
+            "days_pooled": self.days_pooled,
+            "pooled_z": self.pooled_z,
+            "floor_z": self.floor_z,
         }
 
 
@@ -82,8 +107,22 @@ def calibrate(
     target_fraction: float,
     rng: np.random.Generator,
     carried_z: float = float("nan"),
+    rule: str | None = None,
+    previous_z: tuple[float, ...] = (),
+    pool_days: int = 1,
+    fixed_threshold: float | None = None,
 ) -> CalibrationResult:
-    """Calibrate the hit threshold from the smoothed baseline readout (NaN marks rejected frames)."""
+    """Calibrate the hit threshold from the smoothed baseline readout (NaN marks rejected frames).
+
+    ``carried_z`` is yesterday's threshold in noise units (NaN on day 1). ``rule``: ``stricter`` (the default
+    when ``carried_z`` is given), ``today``, or ``pooled`` with ``previous_z`` (earlier days' own thresholds,
+    oldest first) and ``pool_days``. ``fixed_threshold`` overrides the result (readout units above the
+    baseline minimum); the windows are still drawn, so the achieved fraction says what it means today.
+    """
+    if rule is None:
+        rule = "stricter" if math.isfinite(carried_z) else "today"
+    if rule not in ("stricter", "today", "pooled"):
+        raise ValueError(f"calibration rule {rule!r}: expected 'stricter', 'today' or 'pooled'")
     x = np.asarray(baseline_readout, dtype=np.float64)
     valid = np.isfinite(x)
     if valid.sum() < window_frames:
@@ -102,11 +141,33 @@ def calibrate(
     maxima = np.where(np.isfinite(maxima), maxima, 0.0)
     threshold_today = threshold_for_fraction(maxima, target_fraction)
     median, sigma = half_gaussian_sigma(x[valid])
+
+    def to_z(level_above_min: float) -> float:
+        return (baseline_min + level_above_min - median) / sigma if sigma > 0 else float("nan")
+
+    def from_z(z: float) -> float:
+        return median + z * sigma - baseline_min
+
+    today_z = to_z(threshold_today)
     threshold = threshold_today
-    if math.isfinite(carried_z) and sigma > 0:
-        carried_abs = median + carried_z * sigma
-        threshold = max(threshold_today, carried_abs - baseline_min)
-    threshold_z = (baseline_min + threshold - median) / sigma if sigma > 0 else float("nan")
+    days_pooled, pooled_z, floor_z = 1, float("nan"), float("nan")
+    if fixed_threshold is not None:
+        threshold, rule = float(fixed_threshold), "fixed"
+    elif rule == "stricter" and math.isfinite(carried_z) and sigma > 0:
+        threshold = max(threshold_today, from_z(carried_z))
+    elif rule == "pooled" and math.isfinite(today_z):
+        pool = [z for z in previous_z if math.isfinite(z)][-(pool_days - 1):] if pool_days > 1 else []
+        pool.append(today_z)
+        days_pooled, pooled_z = len(pool), float(np.mean(pool))
+        z = pooled_z
+        if math.isfinite(carried_z) and days_pooled >= 2:
+            # Yesterday's threshold may be undercut only by more than the pooled mean's own noise: a drop
+            # within noise is not a drop in difficulty, one beyond it is refused.
+            se = float(np.std(pool, ddof=1)) / math.sqrt(days_pooled)
+            floor_z = carried_z - NOISE_MARGIN_SE * se
+            z = max(z, floor_z)
+        threshold = from_z(z)
+    threshold_z = to_z(threshold)
     achieved = float(np.mean(maxima >= threshold))
     return CalibrationResult(
         baseline_min=baseline_min,
@@ -121,4 +182,47 @@ def calibrate(
         window_frames=int(window_frames),
         window_starts=starts.astype(np.int64),
         window_maxima=maxima.astype(np.float64),
+        rule=rule,
+        threshold_today_z=float(today_z),
+        days_pooled=days_pooled,
+        pooled_z=pooled_z,
+        floor_z=floor_z,
     )
+
+
+def calibrate_day(
+    baseline_readout: np.ndarray,
+    config: Any,
+    *,
+    window_frames: int,
+    rng: np.random.Generator,
+    carried: dict[str, Any] | None = None,
+) -> CalibrationResult:
+    """Calibrate with a protocol's ``[calibration]`` table and what yesterday's task carried forward."""
+    carried = carried or {}
+    rule = str(config.across_days)
+    return calibrate(
+        baseline_readout,
+        window_frames=window_frames,
+        n_windows=config.windows,
+        target_fraction=config.target_hit_fraction,
+        rng=rng,
+        carried_z=float(carried.get("threshold_z", float("nan"))) if rule in ("stricter", "pooled") else float("nan"),
+        rule=rule,
+        previous_z=tuple(float(z) for z in carried.get("daily_z", ())),
+        pool_days=int(getattr(config, "pool_days", 1)),
+        fixed_threshold=getattr(config, "fixed_threshold", None),
+    )
+
+
+def carry_state(result: CalibrationResult | None, carried: dict[str, Any] | None, pool_days: int = 1) -> dict[str, Any]:
+    """What tomorrow's calibration needs: the threshold in noise units, the day, and (pooled) the last days'
+    own thresholds. A study-rule session carries exactly what it always did."""
+    carried = dict(carried or {})
+    if result is None:
+        return carried
+    out: dict[str, Any] = {"threshold_z": result.threshold_z, "day": int(carried.get("day", 1)) + 1}
+    if result.rule == "pooled" or "daily_z" in carried:
+        history = [float(z) for z in carried.get("daily_z", ())] + [result.threshold_today_z]
+        out["daily_z"] = history[-max(1, pool_days - 1):] if pool_days > 1 else []
+    return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.config import Protocol
-from bcirig.control.calibration import CalibrationResult, calibrate
+from bcirig.control.calibration import CalibrationResult, calibrate_day, carry_state
 from bcirig.control.mapping import grating_angle, tone_frequency
 from bcirig.interfaces import TaskStep
 from bcirig.messages import (
@@ -116,9 +116,7 @@ class Task:
 
     def carry_forward(self) -> dict[str, Any]:
         """State for tomorrow's task: the threshold in noise units, so difficulty never drops."""
-        if self.calibration is None:
-            return dict(self.carried)
-        return {"threshold_z": self.calibration.threshold_z, "day": int(self.carried.get("day", 1)) + 1}
+        return carry_state(self.calibration, self.carried, self.p.calibration.pool_days)
 
     # ------------------------------------------------------------------------------------ phases
     def _phase_event(self, frame: int) -> Event:
@@ -128,16 +126,10 @@ class Task:
         self.baseline.append(value)
         fb = self._feedback(frame, screen=self.p.baseline.screen)
         if len(self.baseline) >= self.p.baseline.frames:
-            cal = self.p.calibration
-            self.calibration = calibrate(
-                np.asarray(self.baseline),
+            self.calibration = calibrate_day(
+                np.asarray(self.baseline), self.p.calibration,
                 window_frames=self.p.trials.length_frames - self.p.trials.grey_frames,
-                n_windows=cal.windows,
-                target_fraction=cal.target_hit_fraction,
-                rng=self.rng,
-                carried_z=float(self.carried.get("threshold_z", float("nan")))
-                if cal.across_days == "stricter"
-                else float("nan"),
+                rng=self.rng, carried=self.carried,
             )
             data: dict[str, Any] = dict(self.calibration.summary())
             data["window_starts"] = self.calibration.window_starts.tolist()
