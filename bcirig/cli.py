@@ -83,7 +83,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from bcirig.replay import main
 
-    return main(args.session)
+    return main(args.session, args.set or [], args.json)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -176,8 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     session_args(sp)
     sp.set_defaults(func=_demo)
 
-    sp = sub.add_parser("replay", help="re-run a session file through the same stages and compare")
+    sp = sub.add_parser("replay", help="re-run a session file through the same stages and compare; with --set, "
+                                       "what the decisions would have been with other protocol values")
     sp.add_argument("session")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="what-if: a protocol value to change, as in the protocol file (repeatable), e.g. "
+                         "calibration.fixed_threshold=0.3, readout.smoothing.frames=5, readout.f0.kind=running_mean")
+    sp.add_argument("--json", default=None, metavar="FILE", help="also write the report's numbers as JSON")
     sp.set_defaults(func=_replay)
 
     sp = sub.add_parser("validate", help="check protocol and rig files without running anything")
