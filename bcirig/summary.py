@@ -95,6 +95,10 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
         "median_frames_to_hit": float(np.median(hit_frames)) if hits else float("nan"),
         "threshold": calib.get("threshold", float("nan")),
         "target_hit_fraction": calib.get("target_fraction", float("nan")),
+        # with a short baseline the window maxima take few values (one transient tops many overlapping
+        # windows), so the fraction that reaches the threshold can fall well short of the target
+        "achieved_hit_fraction": calib.get("achieved_fraction", float("nan")),
+        "calibration_rule": calib.get("rule", ""),
         "frames_published": frames_published,
         "frames_processed": int(readout["frame"].size),
         "frames_decided": int(feedback["frame"].size),
@@ -121,7 +125,9 @@ def format_summary(s: dict[str, Any], path: str = "") -> str:
     """A one-screen text rendering of :func:`session_summary`."""
     lines = [f"Session {path}" if path else "Session", ""]
     lines.append(f"  trials {s['trials']}   hits {s['hits']}   aborts {s['aborts']}   timeouts {s['timeouts']}"
-                 f"   hit rate {_fmt(s['hit_rate'], '.0%')} (calibrated for {_fmt(s['target_hit_fraction'], '.0%')})")
+                 f"   hit rate {_fmt(s['hit_rate'], '.0%')}")
+    lines.append(f"  calibrated for {_fmt(s['target_hit_fraction'], '.0%')} of baseline windows: "
+                 f"{_fmt(s.get('achieved_hit_fraction', float('nan')), '.1%')} reach the threshold (chance)")
     lines.append(f"  threshold {_fmt(s['threshold'], '.4f')} dF/F above baseline minimum;"
                  f" median frames to hit {_fmt(s['median_frames_to_hit'], '.0f')}")
     lines.append(f"  frames published {s['frames_published']}   processed {s['frames_processed']}"
