@@ -353,6 +353,23 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class LickportConfig:
+    """The motorised lickport: a Zaber linear stage on its ASCII serial protocol (bcirig.devices.lickport)."""
+
+    kind: str = spec("none", choices=("none", "serial", "simulated"),
+                     doc="none = no lickport; serial = a Zaber stage on `port`; simulated = its in-process twin")
+    port: str = spec("", doc="serial device for kind = 'serial', e.g. /dev/ttyUSB0")
+    baud: int = spec(115200, choices=(9600, 19200, 38400, 57600, 115200), doc="Zaber ASCII default: 115200")
+    device: int = spec(1, min=1, max=99, doc="the stage's device address on the daisy chain")
+    axis: int = spec(1, min=1, max=9)
+    um_per_microstep: float = spec(0.047625, min=1e-4, max=1000.0,
+                                   doc="the stage model's microstep size (0.047625 µm for many X-LSM stages)")
+    min_mm: float = spec(0.0, min=0.0, max=1000.0, doc="nearest travel to home (0 = the home sensor)")
+    max_mm: float = spec(10.0, min=0.0, max=1000.0, doc="furthest travel toward the mouse; must exceed min_mm")
+    max_speed_mm_s: float = spec(5.0, min=0.001, max=1000.0, doc="top speed, written to the stage's maxspeed")
+
+
+@dataclass(frozen=True)
 class Rig:
     """A whole rig definition (one hardware/rigs/*.toml file)."""
 
@@ -360,6 +377,7 @@ class Rig:
     source: SourceConfig = spec(SourceConfig)
     valve: ValveConfig = spec(ValveConfig)
     display: DisplayConfig = spec(DisplayConfig)
+    lickport: LickportConfig = spec(LickportConfig)
     bus: BusConfig = spec(BusConfig)
     source_text: str = spec("")
     source_path: str = spec("")

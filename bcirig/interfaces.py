@@ -84,3 +84,28 @@ class RewardValve(Protocol):
     def close(self) -> None:
         """Close the valve and release the port."""
         ...
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """A motorised actuator moving along one axis, e.g. the lickport (a Zaber stage or its twin)."""
+
+    def position_mm(self) -> float:
+        """Where it is now."""
+        ...
+
+    def set_speed(self, mm_s: float) -> float:
+        """Move at a signed speed until a limit (0 stops); returns the speed commanded after clamping."""
+        ...
+
+    def move_to(self, mm: float) -> float:
+        """Move to a position; returns the target used after clamping."""
+        ...
+
+    def stop(self) -> None:
+        """Stop now."""
+        ...
+
+    def close(self) -> None:
+        """Stop and release the port."""
+        ...

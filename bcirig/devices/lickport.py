@@ -1,0 +1,460 @@
+"""The motorised lickport: a Zaber linear stage driven over Zaber's ASCII serial protocol.
+
+The driver *has* a port (pyserial-like: ``write``, ``read``, ``in_waiting``), passed in. Public methods
+validate, convert millimetres to the stage's microsteps with the rig's microstep size, clamp to the rig's
+limits and log; the private ``_do_*`` methods each send one command line and read its reply.
+
+Safety is written into the stage itself: before the first motion the driver sets the device's
+``limit.min``, ``limit.max`` and ``maxspeed`` from the rig file (:meth:`ZaberLickport.apply_limits`), so
+a velocity move toward the mouse ends at the limit in the stage's firmware even if the host falls
+silent. Those are persistent Zaber settings: the stage keeps them after power-off.
+
+Wire format (Zaber ASCII)::
+
+    /1 1 7 move vel 68813\\n          device 1, axis 1, message id 7
+    @01 1 7 OK BUSY -- 0\\r\\n          device, axis, id, OK|RJ, BUSY|IDLE, warning flag ('--' none), data
+
+Every command sent carries a message id (0-99), so a late reply to an earlier command is recognised and
+ignored. Every command is absolute (``move abs``, ``move vel``, ``stop``, ``home``, ``get``, ``set``;
+never ``move rel``), so re-sending one after a lost reply never moves the stage twice as far.
+
+Single-threaded use from a node loop::
+
+    with open_lickport(rig.lickport) as lickport:    # bcirig.devices.open_lickport
+        lickport.home()                              # blocks until the stage is at 0
+        lickport.set_speed(gain * readout)           # each frame; one round trip, the stage keeps moving
+        position = lickport.position_mm()            # each frame, to record
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Self
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VELOCITY_SCALE", "AxisStatus", "LickportError", "LickportStatus", "ReplyFlag", "Setting",
+           "ZaberCommand", "ZaberLickport", "ZaberReply", "format_command", "parse_reply"]
+
+# Zaber speeds (the maxspeed setting, `move vel`) are in units of 1/1.6384 microsteps per second.
+VELOCITY_SCALE = 1.6384
+MESSAGE_ID_MAX = 99
+
+# What the usual rejection reasons mean, for the error message (the reply's own word is always shown).
+_REJECTIONS = {
+    "BADDATA": "a value outside what the stage accepts (beyond limit.min/limit.max, or too fast)",
+    "BADCOMMAND": "a command or setting the stage does not know",
+    "BADAXIS": "no such axis on this device; check lickport.axis",
+    "DEVICEONLY": "a command for the whole device, sent to an axis",
+    "PARKED": "the stage is parked; unpark it (`/1 tools parking unpark`)",
+}
+
+
+class LickportError(RuntimeError):
+    """The stage cannot be reached, refused a command (RJ), or answered something that is not a reply."""
+
+
+class ReplyFlag(enum.StrEnum):
+    """Whether the device accepted the command."""
+
+    OK = "OK"
+    RJ = "RJ"
+
+
+class AxisStatus(enum.StrEnum):
+    """Whether the axis is moving."""
+
+    BUSY = "BUSY"
+    IDLE = "IDLE"
+
+
+class ZaberCommand(enum.StrEnum):
+    """The ASCII commands bcirig uses (the twin answers these and rejects the rest)."""
+
+    STATUS = ""  # an empty command: the reply carries the axis status
+    HOME = "home"
+    STOP = "stop"
+    MOVE_ABS = "move abs"
+    MOVE_VEL = "move vel"
+    GET = "get"
+    SET = "set"
+
+
+class Setting(enum.StrEnum):
+    """Device settings the driver reads or writes."""
+
+    POS = "pos"
+    MAXSPEED = "maxspeed"
+    LIMIT_MIN = "limit.min"
+    LIMIT_MAX = "limit.max"
+
+
+@dataclass(frozen=True)
+class ZaberReply:
+    """One reply line, parsed."""
+
+    device: int
+    axis: int
+    message_id: int | None
+    flag: ReplyFlag
+    status: AxisStatus
+    warning: str  # the highest-priority warning flag, '--' for none
+    data: str
+    line: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the command was accepted."""
+        return self.flag is ReplyFlag.OK
+
+    @property
+    def busy(self) -> bool:
+        """True while the axis moves."""
+        return self.status is AxisStatus.BUSY
+
+
+@dataclass(frozen=True)
+class LickportStatus:
+    """Where the stage is and whether it moves, from one reply."""
+
+    position_mm: float
+    busy: bool
+    warning: str  # '--' when the stage reports nothing
+    t_ns: int  # time.monotonic_ns() when the reply was read
+
+
+_REPLY = re.compile(r"@(\d{2}) (\d) (?:(\d{1,2}) )?(OK|RJ) (BUSY|IDLE) ([A-Z-]{2}) (\S(?:.*\S)?)")
+
+
+def parse_reply(line: str) -> ZaberReply:
+    """Parse one reply line (without its line ending); ValueError if it is not exactly a Zaber reply."""
+    m = _REPLY.fullmatch(line)
+    if m is None:
+        raise ValueError(f"not a Zaber ASCII reply: {line!r}")
+    device, axis, message_id, flag, status, warning, data = m.groups()
+    return ZaberReply(int(device), int(axis), None if message_id is None else int(message_id), ReplyFlag(flag),
+                      AxisStatus(status), warning, data, line)
+
+
+def format_command(device: int, axis: int, message_id: int | None, command: str) -> bytes:
+    """One command line, e.g. ``/1 1 7 get pos\\n``."""
+    words = [f"/{device}", str(axis), *([] if message_id is None else [str(message_id)]), *command.split()]
+    return (" ".join(words) + "\n").encode("ascii")
+
+
+def _finite(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+class ZaberLickport:
+    """Driver for a Zaber linear stage carrying the lickport, on a pyserial-like port.
+
+    Positions are millimetres from the home sensor (0 = fully retracted) and grow as the stage extends,
+    toward the mouse; speeds are signed mm/s (+ toward the mouse). ``um_per_microstep`` is the stage
+    model's microstep size (0.047625 µm for many X-LSM stages). Moves outside ``[min_mm, max_mm]`` and
+    speeds above ``max_speed_mm_s`` are clamped (logged), and the stage holds the same limits itself.
+
+    Each command waits ``timeout_s`` for its reply and is re-sent up to ``retries`` times with the same
+    message id; :meth:`home` and :meth:`wait_idle` wait up to ``move_timeout_s`` for the motion to end.
+    Not thread-safe: one loop owns it.
+    """
+
+    def __init__(self, port: Any, *, um_per_microstep: float, min_mm: float, max_mm: float,
+                 max_speed_mm_s: float, device: int = 1, axis: int = 1, timeout_s: float = 0.25,
+                 retries: int = 2, move_timeout_s: float = 60.0, velocity_scale: float = VELOCITY_SCALE) -> None:
+        if not (math.isfinite(um_per_microstep) and um_per_microstep > 0):
+            raise ValueError(f"um_per_microstep (the stage's microstep size) must be > 0, got {um_per_microstep!r}")
+        if not (math.isfinite(min_mm) and math.isfinite(max_mm) and 0 <= min_mm < max_mm):
+            raise ValueError(f"lickport limits must satisfy 0 <= min_mm < max_mm, got min_mm={min_mm!r}, "
+                             f"max_mm={max_mm!r}")
+        if not (math.isfinite(max_speed_mm_s) and max_speed_mm_s > 0):
+            raise ValueError(f"max_speed_mm_s must be > 0, got {max_speed_mm_s!r}")
+        if not (1 <= device <= 99 and 1 <= axis <= 9):
+            raise ValueError(f"Zaber device must be in [1, 99] and axis in [1, 9], got {device}, {axis}")
+        if timeout_s <= 0 or retries < 0 or move_timeout_s <= 0:
+            raise ValueError(f"timeout_s and move_timeout_s must be > 0 and retries >= 0, got {timeout_s}, "
+                             f"{move_timeout_s}, {retries}")
+        self._port = port
+        self.device, self.axis = int(device), int(axis)
+        self.um_per_microstep = float(um_per_microstep)
+        self.min_mm, self.max_mm, self.max_speed_mm_s = float(min_mm), float(max_mm), float(max_speed_mm_s)
+        self.velocity_scale = float(velocity_scale)
+        self.timeout_s, self.retries, self.move_timeout_s = float(timeout_s), int(retries), float(move_timeout_s)
+        where = getattr(port, "port", None) or getattr(port, "name", None) or repr(port)
+        self.name = f"lickport (Zaber device {self.device} axis {self.axis}) on {where}"
+        # The device's limits in microsteps, inside the rig's millimetre limits after rounding.
+        self.min_microsteps = math.ceil(self.min_mm * 1000 / self.um_per_microstep - 1e-9)
+        self.max_microsteps = math.floor(self.max_mm * 1000 / self.um_per_microstep + 1e-9)
+        self.max_speed_data = math.floor(self.max_speed_mm_s * 1000 / self.um_per_microstep * self.velocity_scale)
+        if self.max_speed_data < 1:
+            raise ValueError(f"max_speed_mm_s={max_speed_mm_s} is below the stage's smallest speed")
+        self._message_id = 0
+        self._buf = bytearray()
+        self._limits_applied = False
+        self._warning = "--"
+        self._speed_clamps = 0
+        self._closed = False
+        with contextlib.suppress(AttributeError, ValueError):
+            port.timeout = min(0.02, self.timeout_s)
+
+    # ------------------------------------------------------------------------------------ conversions
+    def mm_to_microsteps(self, mm: float) -> int:
+        """Millimetres -> the nearest whole microstep."""
+        return round(mm * 1000 / self.um_per_microstep)
+
+    def microsteps_to_mm(self, microsteps: float) -> float:
+        """Microsteps -> millimetres."""
+        return microsteps * self.um_per_microstep / 1000
+
+    def speed_to_data(self, mm_s: float) -> int:
+        """Signed mm/s -> Zaber velocity data (microsteps/s x 1.6384)."""
+        return round(mm_s * 1000 / self.um_per_microstep * self.velocity_scale)
+
+    # ------------------------------------------------------------------------------------ public API
+    def apply_limits(self) -> None:
+        """Write the rig's limits and top speed into the stage, so its firmware enforces them."""
+        self._do_set(Setting.LIMIT_MIN, self.min_microsteps)
+        self._do_set(Setting.LIMIT_MAX, self.max_microsteps)
+        self._do_set(Setting.MAXSPEED, self.max_speed_data)
+        self._limits_applied = True
+        log.info("%s: limits %.4f..%.4f mm (%d..%d microsteps), max speed %.3f mm/s", self.name, self.min_mm,
+                 self.max_mm, self.min_microsteps, self.max_microsteps, self.max_speed_mm_s)
+
+    def home(self, *, wait: bool = True) -> float:
+        """Retract to the home sensor, which becomes position 0; with ``wait``, return once there."""
+        self._ensure_limits()
+        self._do_home()
+        log.info("%s: homing", self.name)
+        return self.wait_idle() if wait else self.position_mm()
+
+    def move_to(self, mm: float, *, wait: bool = False) -> float:
+        """Move to ``mm`` (clamped to [min_mm, max_mm]) at the top speed; returns the target used."""
+        target = _finite("lickport position (mm)", mm)
+        if not self.min_mm <= target <= self.max_mm:
+            clamped = min(max(target, self.min_mm), self.max_mm)
+            log.warning("%s: move to %.4f mm clamped to %.4f mm (limits %.4f..%.4f mm)", self.name, target,
+                        clamped, self.min_mm, self.max_mm)
+            target = clamped
+        steps = min(max(self.mm_to_microsteps(target), self.min_microsteps), self.max_microsteps)
+        self._ensure_limits()
+        self._do_move_abs(steps)
+        log.debug("%s: move to %.4f mm (%d microsteps)", self.name, target, steps)
+        if wait:
+            self.wait_idle()
+        return self.microsteps_to_mm(steps)
+
+    def set_speed(self, mm_s: float) -> float:
+        """Move at ``mm_s`` (signed, + toward the mouse; clamped to ±max_speed_mm_s; 0 stops) until a limit.
+
+        Returns the speed commanded. The stage stops by itself at min_mm or max_mm.
+        """
+        speed = _finite("lickport speed (mm/s)", mm_s)
+        if abs(speed) > self.max_speed_mm_s:
+            self._speed_clamps += 1
+            log.log(logging.WARNING if self._speed_clamps == 1 else logging.DEBUG,
+                    "%s: speed %.3f mm/s clamped to ±%.3f mm/s (clamp #%d)", self.name, speed, self.max_speed_mm_s,
+                    self._speed_clamps)
+            speed = math.copysign(self.max_speed_mm_s, speed)
+        data = max(-self.max_speed_data, min(self.max_speed_data, self.speed_to_data(speed)))
+        self._ensure_limits()
+        if data == 0:
+            self._do_stop()
+            return 0.0
+        self._do_move_vel(data)
+        log.debug("%s: speed %.4f mm/s (data %d)", self.name, speed, data)
+        return data / self.velocity_scale * self.um_per_microstep / 1000
+
+    def stop(self) -> None:
+        """Stop now (the stage decelerates at its own rate)."""
+        self._do_stop()
+        log.debug("%s: stop", self.name)
+
+    def position_mm(self) -> float:
+        """Where the stage is now, in mm."""
+        return self.status().position_mm
+
+    def status(self) -> LickportStatus:
+        """Position, moving or not, and the stage's warning flag, from one round trip."""
+        microsteps, reply, t_ns = self._do_get_pos()
+        return LickportStatus(self.microsteps_to_mm(microsteps), reply.busy, reply.warning, t_ns)
+
+    def wait_idle(self, timeout_s: float | None = None, poll_s: float = 0.01) -> float:
+        """Ask for the position every ``poll_s`` until the stage stops; returns where it stopped (mm)."""
+        limit = self.move_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        while True:
+            status = self.status()
+            if not status.busy:
+                return status.position_mm
+            if time.monotonic() >= deadline:
+                raise LickportError(f"{self.name}: still moving after {limit:.1f} s (at {status.position_mm:.4f} mm)"
+                                    ". Is the stage blocked, or move_timeout_s too short for the travel?")
+            time.sleep(poll_s)
+
+    def send(self, command: str) -> ZaberReply:
+        """Send one raw ASCII command to this axis (diagnostics, tests); raises LickportError if refused."""
+        return self._command(command)
+
+    def close(self) -> None:
+        """Stop the stage (best effort), then close the port. Safe to call twice."""
+        if self._closed:
+            return
+        retries, self.retries = self.retries, 0
+        try:
+            self._do_stop()
+        except LickportError as exc:
+            log.warning("%s: could not stop the stage before closing the port: %s", self.name, exc)
+        finally:
+            self.retries = retries
+            self._closed = True
+            try:
+                self._port.close()
+            except OSError as exc:
+                log.warning("%s: closing the port failed: %s", self.name, exc)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------- private I/O
+    def _ensure_limits(self) -> None:
+        if not self._limits_applied:
+            self.apply_limits()
+
+    def _do_set(self, setting: Setting, value: int) -> None:
+        self._command(f"{ZaberCommand.SET} {setting} {value}")
+
+    def _do_home(self) -> None:
+        self._command(ZaberCommand.HOME)
+
+    def _do_stop(self) -> None:
+        self._command(ZaberCommand.STOP)
+
+    def _do_move_abs(self, microsteps: int) -> None:
+        self._command(f"{ZaberCommand.MOVE_ABS} {microsteps}")
+
+    def _do_move_vel(self, data: int) -> None:
+        self._command(f"{ZaberCommand.MOVE_VEL} {data}")
+
+    def _do_get_pos(self) -> tuple[int, ZaberReply, int]:
+        reply = self._command(f"{ZaberCommand.GET} {Setting.POS}")
+        try:
+            return int(reply.data), reply, time.monotonic_ns()
+        except ValueError:
+            raise LickportError(f"{self.name}: reply to get pos carries no whole number of microsteps: "
+                                f"{reply.line!r}") from None
+
+    def _command(self, command: str) -> ZaberReply:
+        """One command that must be accepted; an RJ reply raises naming the command and the reply."""
+        sent, reply = self._exchange(command)
+        if reply.warning != self._warning:
+            log.log(logging.INFO if reply.warning == "--" else logging.WARNING,
+                    "%s: warning flag %s -> %s", self.name, self._warning, reply.warning)
+            self._warning = reply.warning
+        if not reply.ok:
+            why = _REJECTIONS.get(reply.data.split()[0], "see the Zaber ASCII protocol manual")
+            raise LickportError(f"{self.name}: the stage refused {sent!r}: {reply.line!r} ({reply.data}: {why})")
+        return reply
+
+    def _fail(self, what: str, exc: BaseException | None = None) -> LickportError:
+        return LickportError(f"{self.name}: {what}" + (f" ({exc})" if exc else ""))
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._port.write(data)
+            flush = getattr(self._port, "flush", None)
+            if flush is not None:
+                flush()
+        except (OSError, ValueError, TypeError) as exc:  # SerialException is an OSError
+            raise self._fail("cannot write to the port; is it unplugged or closed?", exc) from exc
+
+    def _read(self, block: bool) -> None:
+        try:
+            waiting = self._port.in_waiting
+            if waiting or block:
+                self._buf += self._port.read(max(1, waiting))
+        except (OSError, ValueError, TypeError) as exc:
+            raise self._fail("cannot read from the port; is it unplugged or closed?", exc) from exc
+
+    def _drain(self) -> None:
+        """Drop what arrived unasked (late replies, noise): a command's reply is the next line after it."""
+        self._read(block=False)
+        if self._buf:
+            log.info("%s: dropping %d unread byte(s) before the next command: %r", self.name, len(self._buf),
+                     bytes(self._buf[:80]))
+            self._buf.clear()
+
+    def _take_line(self) -> bytes | None:
+        if b"\n" not in self._buf:
+            return None
+        raw, _, rest = self._buf.partition(b"\n")
+        self._buf = bytearray(rest)
+        return bytes(raw.rstrip(b"\r"))
+
+    def _exchange(self, command: str) -> tuple[str, ZaberReply]:
+        """Send ``command`` with a fresh message id; return (the line sent, its reply)."""
+        if self._closed:
+            raise self._fail("used after close()")
+        self._message_id = self._message_id % MESSAGE_ID_MAX + 1
+        message_id = self._message_id
+        line = format_command(self.device, self.axis, message_id, command)
+        sent = line.decode("ascii").strip()
+        others: list[str] = []
+        self._drain()
+        for attempt in range(1, self.retries + 2):
+            self._write(line)
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                raw = self._take_line()
+                if raw is not None:
+                    reply = self._match(raw, message_id, sent, others)
+                    if reply is not None:
+                        return sent, reply
+                    continue
+                if time.monotonic() >= deadline:
+                    break
+                self._read(block=True)
+            log.warning("%s: no reply to %r within %.0f ms (attempt %d of %d)", self.name, sent,
+                        self.timeout_s * 1e3, attempt, self.retries + 1)
+        seen = f"; it sent {len(others)} other line(s), e.g. {others[0]!r}" if others else "; it sent nothing"
+        raise self._fail(
+            f"no reply to {sent!r} after {self.retries + 1} attempt(s), timeout {self.timeout_s * 1e3:.0f} ms "
+            f"each{seen}. Check the cable and power, lickport.port, lickport.device ({self.device}) and "
+            f"lickport.axis ({self.axis}), and that the stage speaks ASCII at the port's baud rate"
+        )
+
+    def _match(self, raw: bytes, message_id: int, sent: str, others: list[str]) -> ZaberReply | None:
+        """The reply to ``message_id`` in ``raw``, None for a line that is not it; raises on a garbled line."""
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and text[:1] in ("#", "!"):  # info and alert messages: valid, not replies
+            log.info("%s: %s", self.name, text)
+            return None
+        if text is not None and not text.strip():
+            return None
+        try:
+            if text is None:
+                raise ValueError("not ASCII")
+            reply = parse_reply(text)
+        except ValueError:
+            self._buf.clear()
+            raise self._fail(f"garbled reply to {sent!r}: {raw[:80]!r} is not a Zaber ASCII reply. Check the baud "
+                             "rate and the cable; the next command starts afresh") from None
+        if (reply.device, reply.axis, reply.message_id) != (self.device, self.axis, message_id):
+            log.info("%s: reply not waited for (late, or another device's): %s", self.name, text)
+            others.append(text)
+            return None
+        return reply
