@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
 	  { echo "Could not create a virtual environment. On Debian/Ubuntu: apt-get install python3-venv"; exit 1; }
 	@echo "Installing bcirig and its Python dependencies into $(VENV) (log: $(VENV)/install.log)"
-	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]'; } > $(VENV)/install.log 2>&1 || \
+	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev,nwb]'; } > $(VENV)/install.log 2>&1 || \
 	  { tail -n 30 $(VENV)/install.log; echo "pip install failed; full log: $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 

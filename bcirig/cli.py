@@ -86,6 +86,41 @@ def _replay(args: argparse.Namespace) -> int:
     return main(args.session, args.set or [], args.json)
 
 
+def _export(args: argparse.Namespace) -> int:
+    if args.format == "suite2p":
+        from bcirig.export import export_suite2p
+
+        out = args.out or str(Path(args.session).parent)
+        for folder in export_suite2p(args.session, out):
+            print(f"bcirig: wrote {folder}/ (stat.npy, F.npy, Fneu.npy, iscell.npy, ops.npy)")
+        return 0
+    from bcirig.export.nwb import export_nwb, inspect, is_simulated
+    from bcirig.export.common import load_session_data
+
+    meta = {k: v for k, v in (("species", args.species), ("sex", args.sex), ("age", args.age),
+                              ("indicator", args.indicator), ("location", args.location),
+                              ("experimenter", args.experimenter), ("institution", args.institution)) if v}
+    if args.excitation_nm is not None:
+        meta["excitation_nm"] = args.excitation_nm
+    if not is_simulated(load_session_data(args.session)):
+        missing = [f"--{k}" for k in ("age", "location", "indicator") if k not in meta]
+        if missing:
+            print(f"bcirig: note: a real mouse's {', '.join(missing)} were not given; the file says 'unknown' "
+                  "and nwbinspector will flag it", file=sys.stderr)
+    path = export_nwb(args.session, args.out, frames=not args.no_frames, **meta)
+    print(f"bcirig: wrote {path}")
+    if args.inspect:
+        found = inspect(path)
+        by = {name: sum(m.importance.name == name for m in found)
+              for name in ("CRITICAL", "BEST_PRACTICE_VIOLATION", "BEST_PRACTICE_SUGGESTION")}
+        print(f"nwbinspector: {by['CRITICAL']} critical, {by['BEST_PRACTICE_VIOLATION']} best-practice violations, "
+              f"{by['BEST_PRACTICE_SUGGESTION']} suggestions")
+        for m in found:
+            print(f"  {m.importance.name}: {m.object_type} {m.object_name}: {m.message}")
+        return 1 if by["CRITICAL"] or by["BEST_PRACTICE_VIOLATION"] else 0
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     """Every check `bcirig run` makes before it starts: each file, then each protocol on each rig given.
 
@@ -185,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", default=None, metavar="FILE", help="also write the report's numbers as JSON")
     sp.set_defaults(func=_replay)
 
+    sp = sub.add_parser("export", help="a session file for the field's tools: NWB, or suite2p's output layout")
+    sp.add_argument("format", choices=("nwb", "suite2p"))
+    sp.add_argument("session")
+    sp.add_argument("-o", "--out", default=None,
+                    help="nwb: the file (default: SESSION with .nwb); suite2p: the folder that gets suite2p/plane<p>/ "
+                         "(default: the session's folder)")
+    sp.add_argument("--no-frames", action="store_true", help="nwb: leave the raw frames out (much smaller)")
+    sp.add_argument("--inspect", action="store_true",
+                    help="nwb: run nwbinspector on the file; exit 1 on critical findings or best-practice violations")
+    for opt, hint in (("--species", "default Mus musculus"), ("--sex", "M, F, U or O (default U)"),
+                      ("--age", "ISO 8601, e.g. P90D (simulated: P8W/)"),
+                      ("--location", "Allen CCF term, e.g. 'Retrosplenial area' (simulated: Isocortex)"),
+                      ("--indicator", "e.g. GCaMP8m"), ("--experimenter", ""), ("--institution", "")):
+        sp.add_argument(opt, default="", help=f"nwb metadata{': ' + hint if hint else ''}")
+    sp.add_argument("--excitation-nm", type=float, default=None, help="nwb: two-photon excitation wavelength")
+    sp.set_defaults(func=_export)
+
     sp = sub.add_parser("validate", help="check protocol and rig files without running anything")
     sp.add_argument("files", nargs="+")
     sp.set_defaults(func=_validate)
@@ -232,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         print("bcirig: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a clear line instead of a traceback for the errors users can act on
+        from bcirig.export.common import ExportError
+
+        if isinstance(exc, ExportError):  # pynwb missing, or a session that cannot be exported as asked
+            print(f"bcirig: {exc}", file=sys.stderr)
+            return 2
         from bcirig.acquisition import SourceError
         from bcirig.recording import SessionFileError
         from bcirig.setup import SetupError

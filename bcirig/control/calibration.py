@@ -55,7 +55,7 @@ class CalibrationResult:
     pooled_z: float = float("nan")  # pooled: their mean (before the noise-margin floor)
     floor_z: float = float("nan")  # pooled: yesterday's threshold_z minus the noise margin (NaN on day 1)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | str]:
         """Scalar results for the event table and the session summary."""
         return {
             "baseline_min": self.baseline_min,
