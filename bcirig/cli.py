@@ -1,4 +1,4 @@
-"""``bcirig`` command line: run, demo, replay, validate, bench, simulate, send, keys."""
+"""``bcirig`` command line: run, demo, replay, summary, export, validate, bench, simulate, send, keys."""
 
 from __future__ import annotations
 
@@ -121,6 +121,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from bcirig.report import write_report
+
+    page = write_report(args.paths, args.out)
+    print(f"bcirig: report written: {page}")
+    print(f"        numbers: {page.parent / 'days.csv'}, {page.parent / 'report.json'}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     """Every check `bcirig run` makes before it starts: each file, then each protocol on each rig given.
 
@@ -236,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(opt, default="", help=f"nwb metadata{': ' + hint if hint else ''}")
     sp.add_argument("--excitation-nm", type=float, default=None, help="nwb: two-photon excitation wavelength")
     sp.set_defaults(func=_export)
+
+    sp = sub.add_parser("summary", help="a subject's report, day by day: one HTML page with figures, plus CSV and "
+                                        "JSON")
+    sp.add_argument("paths", nargs="+", metavar="SUBJECT_DIR|SESSION",
+                    help="a subject's folder (<data_dir>/<subject>) or session files")
+    sp.add_argument("-o", "--out", default=None, help="output folder (default: SUBJECT_DIR/report, else ./report)")
+    sp.set_defaults(func=_summary)
 
     sp = sub.add_parser("validate", help="check protocol and rig files without running anything")
     sp.add_argument("files", nargs="+")
