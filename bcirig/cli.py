@@ -58,6 +58,10 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
             from bcirig.plots import plot_session
 
             print(f"\n  figure: {plot_session(result.path)}")
+    if result.outcome == "stopped":
+        print(f"bcirig: session {result.reason}; the file keeps everything up to the stop: {result.path}",
+              file=sys.stderr)
+        return 130, result.path
     if not result.ok:
         print(f"bcirig: session failed: {result.error}", file=sys.stderr)
         print(f"bcirig: the file keeps everything up to the failure: {result.path}", file=sys.stderr)
@@ -309,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         from bcirig.recording import SessionFileError
         from bcirig.setup import SetupError
         from bcirig.subjects import SubjectError
+        from bcirig.supervisor import SessionError, SessionForced
 
-        if isinstance(exc, SessionFileError | FileNotFoundError | SetupError | SourceError | SubjectError):
+        if isinstance(exc, SessionForced):
+            print(f"bcirig: {exc}", file=sys.stderr)
+            return 130
+        if isinstance(exc, SessionFileError | FileNotFoundError | SetupError | SourceError | SubjectError
+                      | SessionError | PermissionError):
             print(f"bcirig: {exc}", file=sys.stderr)
             return 2
         raise

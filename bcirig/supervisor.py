@@ -71,6 +71,10 @@ class SessionError(RuntimeError):
     """The session could not start or did not end cleanly; the message names the node and the cause."""
 
 
+class SessionForced(SessionError):
+    """A second stop signal: the node processes were killed."""
+
+
 @dataclass
 class SessionResult:
     """How a session ended."""
@@ -79,6 +83,8 @@ class SessionResult:
     ok: bool
     error: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""  # completed, stopped or failed
+    reason: str = ""
 
 
 def _describe_exit(code: int) -> str:
@@ -164,8 +170,9 @@ class Supervisor:
                 opts["subject"] = self.subject
                 if self.record_frames is not None:
                     opts["record_frames"] = self.record_frames
+            kind = str(opts.pop("node_class", name))  # a test's faulty node class, else the node itself
             specs.append(NodeSpec(
-                name=name, kind=name, run_dir=str(run_dir), endpoints=eps, control=control, upstream=upstream,
+                name=name, kind=kind, run_dir=str(run_dir), endpoints=eps, control=control, upstream=upstream,
                 topics=topics, drain_from=drain, protocol_path=str(Path(self.protocol_path).resolve()),
                 rig_path=str(Path(self.rig_path).resolve()), setup_path=str(setup_path),
                 session_path=str(self.session_path), mode=self.mode, options=opts,
@@ -178,10 +185,14 @@ class Supervisor:
         for spec in specs:
             path = spec.save()
             log = open(log_dir / f"{spec.name}.log", "wb")  # noqa: SIM115 - owned by the child for its lifetime
+            # start_new_session: a terminal's Ctrl-C or hangup reaches the supervisor only, which stops the
+            # nodes in order (the valve node closes the valve) instead of every node dying at once
             self.procs[spec.name] = subprocess.Popen(
-                [sys.executable, "-m", "bcirig.nodes", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env
+                [sys.executable, "-m", "bcirig.nodes", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
             )
             log.close()
+        (log_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
 
     # ------------------------------------------------------------------ set-up phase
     def _decide_setup(self) -> tuple[Setup, np.ndarray | None]:
@@ -231,6 +242,8 @@ class Supervisor:
         t0 = last = time.monotonic()
         reads = 0
         while not phase.done:
+            if self.stop_requested:
+                raise SetupError(f"{self.stop_requested} during the set-up phase; nothing was recorded")
             now = time.monotonic()
             if source.paced:  # the simulator: at the imaging rate (realtime) or at once (lockstep)
                 if self.mode == "realtime" and now < t0 + reads * period:
@@ -256,7 +269,45 @@ class Supervisor:
 
     # ------------------------------------------------------------------ running
     def run(self) -> SessionResult:
-        """Run the session to its end (or failure); returns where the file is and how it went."""
+        """Run the session to its end (or failure, or a stop); returns where the file is and how it went.
+
+        In the main thread, SIGINT, SIGTERM and SIGHUP stop the session cleanly (SAFE: grey screen, valve
+        closed; then STOP and drain, so the file keeps everything up to the stop); a second one forces
+        the exit, killing the node processes so none is left behind.
+        """
+        self._check_data_dir()
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_requested.startswith("stopped by the user"):  # the second one: force the exit
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+            for proc in self.procs.values():
+                proc.wait()
+            raise SessionForced(f"forced exit on a second {name}: node processes killed (the valve controller's "
+                                "watchdog closes the valve)")
+        self.stop_requested = f"stopped by the user ({name})"
+
+    def _check_data_dir(self) -> None:
+        """One clear line, before anything starts, if the data directory cannot be written."""
+        probe = self.data_dir
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise SessionError(f"cannot write to the data directory {self.data_dir} ({probe} is not writable); "
+                               "set rig.data_dir in the rig file or pass --data-dir")
+
+    def _run(self) -> SessionResult:
         setup, setup_frames = self._decide_setup()
         self.setup_report = setup.report
         self.session_dir = self.subject_record.new_session_dir()
@@ -271,10 +322,15 @@ class Supervisor:
             eps = endpoints(run_dir, (*self.nodes, "supervisor"), self.rig.bus)
             control = f"ipc://{run_dir / 'control'}" if self.rig.bus.transport == "ipc" else \
                 f"tcp://{self.rig.bus.host}:{self.rig.bus.base_port + len(self.nodes) + 1}"
-            pub = Publisher(ctx, eps["supervisor"], "supervisor")
-            router = ctx.socket(zmq.ROUTER)
-            router.setsockopt(zmq.LINGER, 0)
-            router.bind(control)
+            try:
+                pub = Publisher(ctx, eps["supervisor"], "supervisor")
+                router = ctx.socket(zmq.ROUTER)
+                router.setsockopt(zmq.LINGER, 0)
+                router.bind(control)
+            except zmq.ZMQError as exc:
+                self.failure = (f"cannot bind the supervisor's endpoints ({eps['supervisor']}, {control}): {exc}; "
+                                "is another session running on this rig? (or change bus.base_port)")
+                return self._result()
             sub = Subscriber(ctx, [eps[n] for n in self.nodes],
                              [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT, Topic.FEEDBACK])
             self._start(self._specs(run_dir, eps, control, setup_path), self.session_dir)
@@ -286,11 +342,8 @@ class Supervisor:
             except SessionError as exc:
                 self.failure = self.failure or str(exc)
             self._shutdown(pub, sub)
-            pub.close()
-            sub.close()
-            router.close()
         finally:
-            ctx.term()
+            ctx.destroy(linger=0)  # closes every socket first: term() with one open would block for ever
             shutil.rmtree(run_dir, ignore_errors=True)
         return self._result()
 
@@ -336,6 +389,8 @@ class Supervisor:
                 ready.add(ident.decode())
             self._poll_messages(sub, 0)
             self._check_processes()
+            if self.stop_requested:
+                raise SessionError(f"{self.stop_requested} during start-up")
             if time.monotonic() > deadline:
                 missing = ", ".join(sorted(set(self.nodes) - ready))
                 raise SessionError(f"nodes not ready after {STARTUP_TIMEOUT_S:.0f} s: {missing}")
@@ -393,8 +448,8 @@ class Supervisor:
         self.progress.flush()
 
     def _shutdown(self, pub: Publisher, sub: Subscriber) -> None:
-        if self.failure:
-            pub.publish(Control(action=ControlAction.SAFE, reason=self.failure))
+        if self.failure or self.stop_requested:
+            pub.publish(Control(action=ControlAction.SAFE, reason=self.failure or self.stop_requested))
             # give the task a moment to publish its safe state so the file records it
             end = time.monotonic() + 1.0
             while time.monotonic() < end:
@@ -427,15 +482,23 @@ class Supervisor:
                     summary = session_summary(sf)
             except (OSError, ValueError, KeyError) as exc:
                 summary = {"error": f"could not read {self.session_path}: {exc}"}
-            if summary.get("complete"):
-                import h5py
+        outcome = "completed" if not self.failure and self.carry_forward is not None else (
+            "stopped" if self.stop_requested and not self.failure else "failed")
+        reason = self.failure or self.stop_requested
+        if self.session_path.exists() and "error" not in summary:
+            import h5py
 
+            try:
                 with h5py.File(self.session_path, "a") as f:
                     f.attrs["summary"] = json.dumps(summary, allow_nan=True)
+                    f.attrs["outcome"] = outcome  # completed, stopped or failed; complete: ran to its end
+                    f.attrs["reason"] = reason
                     f.attrs["failure"] = self.failure
-        outcome = "completed" if not self.failure and self.carry_forward is not None else (
-            "stopped" if self.stop_requested else "failed")
+            except OSError as exc:  # a full disk: the file holds everything up to its last flush
+                reason = f"{reason}; the outcome could not be written into the file ({exc})"
+        summary["outcome"], summary["reason"] = outcome, reason
         self.subject_record.record(self.session_dir, outcome=outcome, setup=self.setup_report,
                                    carry_forward=self.carry_forward or {}, summary=summary,
                                    reason=self.failure or self.stop_requested)
-        return SessionResult(path=self.session_path, ok=not self.failure, error=self.failure, summary=summary)
+        return SessionResult(path=self.session_path, ok=not self.failure, error=self.failure, summary=summary,
+                             outcome=outcome, reason=reason)

@@ -21,6 +21,7 @@ from bcirig.replay import apply_changes, replay, toml_text, what_if
 from bcirig.schema import ConfigError
 from bcirig.supervisor import Supervisor
 from tests.conftest import ROOT
+from tests.faults import crash
 
 PROTOCOL = ROOT / "tests" / "configs" / "e2e.toml"
 RIG = ROOT / "hardware" / "rigs" / "sim.toml"
@@ -40,7 +41,7 @@ def session(tmp_path_factory):
 def safe_session(tmp_path_factory):
     """A session that ended in the safe state: the pipeline node dies at frame 350."""
     result = Supervisor(PROTOCOL, RIG, data_dir=tmp_path_factory.mktemp("safe"), mode="lockstep",
-                        node_options={"pipeline": {"crash_at_frame": 350}}).run()
+                        node_options=crash("pipeline", 350)).run()
     assert not result.ok
     return result.path
 

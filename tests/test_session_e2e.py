@@ -18,6 +18,7 @@ from bcirig.replay import replay
 from bcirig.setup import prepare_setup
 from bcirig.supervisor import Supervisor
 from tests.conftest import ROOT
+from tests.faults import crash
 
 PROTOCOL = ROOT / "tests" / "configs" / "e2e.toml"
 RIG = ROOT / "hardware" / "rigs" / "sim.toml"
@@ -135,11 +136,13 @@ def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_
 
 
 def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
-    result = run_session(tmp_path, node_options={"pipeline": {"crash_at_frame": 350}})
+    result = run_session(tmp_path, node_options=crash("pipeline", 350))
     assert not result.ok
     assert "node 'pipeline' died (exit code 1): RuntimeError: injected failure at frame 350" in result.error
     with SessionFile(result.path) as sf:
-        assert sf.attrs["complete"]  # the recorder drained and closed the file
+        # the recorder drained and closed the file; it did not run to its end, and says why
+        assert sf.attrs["closed_cleanly"] and not sf.attrs["complete"] and sf.attrs["outcome"] == "failed"
+        assert "node 'pipeline' died" in sf.attrs["reason"]
         ro = sf.table("readout")
         assert ro["frame"].tolist() == list(range(350))
         events = sf.events()
@@ -150,7 +153,7 @@ def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
 
 
 def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
-    result = run_session(tmp_path, node_options={"recorder": {"crash_at_frame": 320, "crash_how": "kill"}})
+    result = run_session(tmp_path, node_options=crash("recorder", 320, "kill"))
     assert not result.ok and "node 'recorder' died (killed by signal SIGKILL)" in result.error
     with SessionFile(result.path) as sf:
         assert not sf.attrs["complete"]
@@ -192,12 +195,12 @@ def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path):
 
 
 def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path):
-    result = run_session(tmp_path, node_options={"pipeline": {"crash_at_frame": 350, "crash_how": "hang"}})
+    result = run_session(tmp_path, node_options=crash("pipeline", 350, "hang"))
     assert not result.ok
     # the task notices first: frames stopped for longer than safety.frame_timeout_ms
     assert "task went safe: no frame for 1000 ms after frame 349" in result.error
     with SessionFile(result.path) as sf:
-        assert sf.attrs["complete"]
+        assert sf.attrs["closed_cleanly"] and not sf.attrs["complete"] and sf.attrs["outcome"] == "failed"
         assert sf.table("readout")["frame"].tolist() == list(range(350))
         assert sf.table("feedback")["screen"][-1] == b"grey"
 

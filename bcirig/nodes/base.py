@@ -12,8 +12,14 @@ Life of a node:
    heartbeat (ZeroMQ keeps each publisher's messages in order, so nothing before it is lost), then
    publish its own STOPPED heartbeat with its counters and exit.
 
-An exception anywhere is published as an error ``Log`` naming the node, then the process exits 1; the
-supervisor turns that into the session's one-line failure message.
+An exception anywhere is published as an error ``Log`` naming the node, :meth:`Node.on_fail` lets the
+node leave its device or file safe (the valve closed, the session file closed), then the process exits
+1; the supervisor turns that into the session's one-line failure message.
+
+Every node watches its supervisor: if the supervisor's heartbeat stops for ``SUPERVISOR_TIMEOUT_S`` or
+the node's parent process is gone (it was killed), the node goes safe (:meth:`Node.on_safe`) and stops
+as on STOP, so nothing runs unsupervised. Nodes run in their own session (process group), so a
+terminal's Ctrl-C or hangup reaches only the supervisor, which stops them in order.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 import traceback
@@ -36,6 +41,7 @@ from bcirig.messages import Control, ControlAction, Heartbeat, Log, Message, Nod
 
 HEARTBEAT_S = 0.1
 DRAIN_TIMEOUT_S = 5.0
+SUPERVISOR_TIMEOUT_S = 3.0  # no heartbeat from the supervisor this long: it is gone; go safe and stop
 
 
 @dataclass
@@ -94,9 +100,8 @@ class Node:
         self.early: list[Message] = []  # data that overtook START (another publisher's pipe): kept, not dropped
         self.next_heartbeat = 0.0
         self.counters: dict[str, int] = {}
-        crash = spec.options.get("crash_at_frame")
-        self.crash_at_frame = int(crash) if crash is not None else None
-        self.crash_how = str(spec.options.get("crash_how", "raise"))
+        self.parent_pid = os.getppid()
+        self.supervisor_seen = time.monotonic()
 
     # ------------------------------------------------------------------ hooks for subclasses
     def rcvhwm(self) -> int:
@@ -118,6 +123,9 @@ class Node:
     def on_stop(self) -> None:
         """Called once, after draining, before the final heartbeat."""
 
+    def on_fail(self) -> None:
+        """Called once if the node fails with an exception: leave devices and files safe (best effort)."""
+
     def next_wakeup(self, now: float) -> float:
         """Latest time the loop may sleep until (a pacing node returns its next frame deadline)."""
         return now + HEARTBEAT_S
@@ -138,15 +146,13 @@ class Node:
                  wire_errors=len(self.sub.wire_errors))
         self.pub.publish(Heartbeat(node=self.name, state=self.state, counters=c))
 
-    def check_crash(self, frame: int) -> None:
-        """Fault injection for tests (node option crash_at_frame): fail as a real node would."""
-        if self.crash_at_frame is not None and frame >= self.crash_at_frame:
-            if self.crash_how == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            if self.crash_how == "hang":  # stuck in a driver call: no heartbeat, no exit
-                while True:
-                    time.sleep(3600)
-            raise RuntimeError(f"injected failure at frame {frame}")
+    def supervisor_lost(self, now: float) -> str:
+        """Why the supervisor is taken to be gone ('' while it is there)."""
+        if os.getppid() != self.parent_pid:
+            return f"the supervisor (pid {self.parent_pid}) exited"
+        if now - self.supervisor_seen > SUPERVISOR_TIMEOUT_S:
+            return f"no heartbeat from the supervisor for {SUPERVISOR_TIMEOUT_S:.0f} s"
+        return ""
 
     def _startup_messages(self) -> list[Message]:
         """One start-up turn: heartbeat every 50 ms (late peers are still joining), then what arrived."""
@@ -164,9 +170,13 @@ class Node:
         expect = set(self.spec.upstream) | {"supervisor"}
         while self.heard < expect:
             self.heard.update(m.src for m in self._startup_messages() if isinstance(m, Heartbeat))
+            if os.getppid() != self.parent_pid:
+                raise RuntimeError(f"the supervisor (pid {self.parent_pid}) exited during start-up")
         self.state = NodeState.READY
         self.dealer.send(b"ready")
         while self.state is NodeState.READY and not self.stopping:  # wait for START
+            if os.getppid() != self.parent_pid:
+                raise RuntimeError(f"the supervisor (pid {self.parent_pid}) exited during start-up")
             for msg in self._startup_messages():
                 if isinstance(msg, Control) and msg.action is ControlAction.START:
                     self.state = NodeState.RUNNING
@@ -176,6 +186,8 @@ class Node:
                     self.early.append(msg)  # also what follows START in the same batch
 
     def _handle(self, msg: Message) -> None:
+        if msg.src == "supervisor":
+            self.supervisor_seen = time.monotonic()
         if isinstance(msg, Heartbeat):
             if msg.state is NodeState.STOPPED or msg.state is NodeState.FAILED:
                 self.stopped_peers.add(msg.src)
@@ -193,6 +205,7 @@ class Node:
         """Start-up handshake, main loop, drain, final heartbeat."""
         self._startup()
         self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        self.supervisor_seen = time.monotonic()
         if not self.stopping:
             self.on_start()
         for early in self.early:
@@ -215,6 +228,12 @@ class Node:
                         break
                     self._handle(received)
             now = time.monotonic()
+            if not self.stopping and (lost := self.supervisor_lost(now)):
+                self.log("error", f"{lost}: going safe and stopping")
+                print(f"{self.name}: {lost}: going safe and stopping", file=sys.stderr, flush=True)  # into its log
+                self.on_safe(lost)
+                self.stopping = True
+                self.stop_deadline = now + DRAIN_TIMEOUT_S
             self.on_tick(now)
             if now >= self.next_heartbeat:
                 self.heartbeat()
@@ -248,6 +267,10 @@ def node_main(spec_path: str) -> int:
         traceback.print_exc(file=sys.stderr)
         if node is not None:
             node.state = NodeState.FAILED
+            try:
+                node.on_fail()
+            except Exception as cleanup:  # the first failure is the one to report; say this one too
+                print(f"{node.name}: while leaving it safe: {type(cleanup).__name__}: {cleanup}", file=sys.stderr)
             try:
                 node.log("error", text)
                 node.heartbeat()

@@ -27,7 +27,7 @@ from bcirig.acquisition import ClosedLoop, FrameSource
 from bcirig.acquisition.assembler import FrameAssembler, Volume
 from bcirig.acquisition.factory import make_source
 from bcirig.config import load_protocol, load_rig
-from bcirig.messages import Event, EventKind, Feedback, Frame, Message
+from bcirig.messages import Event, EventKind, Feedback, Frame, Message, Phase
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.setup import Setup
@@ -81,6 +81,8 @@ class PipelineNode(Node):
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Feedback):
+            if msg.phase in (Phase.DONE, Phase.SAFE):  # the task's last verdict: no frame after it
+                self.finished = True
             if self.closed_loop is not None:
                 self.closed_loop.sense(msg)
             if self.lockstep and msg.frame == self.assembler.frames - 1:
@@ -146,7 +148,6 @@ class PipelineNode(Node):
         return volumes
 
     def _process(self, v: Volume) -> None:
-        self.check_crash(v.frame)
         readout = self.pipeline.process(v.data, v.frame, v.t_arrive_ns)
         readout.t_ns = {"source": v.t_arrive_ns, **readout.t_ns}
         self.pub.publish(readout, stamp="published")

@@ -52,11 +52,14 @@ class RecorderNode(Node):
             if msg.state in (NodeState.STOPPED, NodeState.FAILED):
                 self.final[msg.src] = dict(msg.counters)
             return
-        self.check_crash(msg.frame)
         self.writer.write(msg)
 
     def on_tick(self, now: float) -> None:
         self.writer.maybe_flush()
+
+    def on_fail(self) -> None:
+        """Close the file with what it holds (complete stays false): nothing flushed is ever lost."""
+        self.writer.abort()
 
     def on_stop(self) -> None:
         mine = {"received": self.sub.received, "gaps": self.sub.gaps, "wire_errors": len(self.sub.wire_errors)}

@@ -40,7 +40,6 @@ class TaskNode(Node):
         t_in = time.monotonic_ns()
         self.last_readout = time.monotonic()
         self.last_frame = msg.frame
-        self.check_crash(msg.frame)
         step = self.task.step(msg)
         stamps = {k: msg.t_ns.get(k, -1) for k in ("source", "arrive", "published")}
         stamps["task_in"] = t_in

@@ -71,7 +71,12 @@ class ValveNode(Node):
             self.counters["licks"] = self.counters.get("licks", 0) + 1
 
     def on_safe(self, reason: str) -> None:
-        self.safe_state = True
+        if not self.safe_state:
+            self.safe_state = True
+            self.device.close_valve()  # told to close now, not only at the end
+
+    def on_fail(self) -> None:
+        self.stack.close()  # closes the valve, then the port
 
     def on_stop(self) -> None:
         self.stack.close()

@@ -7,7 +7,10 @@ that opens and holds everything up to the last flush.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +22,12 @@ import numpy as np
 import bcirig
 from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Readout
 from bcirig.recording import layout
+
+ROOM_MARGIN_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """The disk (or the file-size limit) has no room for the next flush."""
 
 
 def _git_commit() -> str:
@@ -98,6 +107,9 @@ class SessionWriter:
         if setup_frames is not None and len(setup_frames):
             sg.create_dataset("frames", data=setup_frames, chunks=(1, *setup_frames.shape[1:]), compression="lzf")
         self.columns = layout.tables(n_rois, truth_fields or {})
+        self.row_bytes = {t: sum(np.dtype(d).itemsize * max(1, int(np.prod(s))) for _, d, s in cols)
+                          for t, cols in self.columns.items()}
+        self.ended = False  # the session_end event was written: the session ran to its end
         self.buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in self.columns}
         for table, cols in self.columns.items():
             tg = self.f.create_group(table)
@@ -155,6 +167,37 @@ class SessionWriter:
                 row.append(np.asarray(msg.truth.get(name, np.zeros(shape)), dtype=dtype).reshape(shape))
             self._row("truth", tuple(row))
 
+    def abort(self) -> None:
+        """Close after a failure: flush what fits (a full disk refuses the flush: the last one stands), never
+        mark complete. What was flushed before stays readable."""
+        if self.closed:
+            return
+        with contextlib.suppress(DiskFullError, OSError, RuntimeError):
+            self.flush()
+        self.f.close()
+        self.closed = True
+        try:
+            with h5py.File(self.path, "a") as f:
+                f.attrs["complete"] = False
+                f.attrs["closed_cleanly"] = True
+                f.attrs["closed_unix"] = time.time()
+        except OSError:  # a full disk may refuse even the attribute: the file still opens as it was
+            pass
+
+    def _check_room(self) -> None:
+        """Refuse a flush the disk (or the process's file-size limit) has no room for: HDF5 writing into a
+        full disk can corrupt the file or crash the process, while refusing keeps the last flush intact."""
+        pending = sum(len(rows) * self.row_bytes[t] for t, rows in self.buffers.items())
+        pending += sum(f.nbytes for f in self.frame_buffer) + 16 * len(self.frame_index_buffer)
+        needed = 2 * pending + ROOM_MARGIN_BYTES  # chunks, metadata and compression slack
+        free = shutil.disk_usage(self.path.parent).free
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY:
+            free = min(free, limit - self.path.stat().st_size)
+        if free < needed:
+            raise DiskFullError(f"{self.path}: no room to record (needs ~{needed / 1e6:.1f} MB, "
+                                f"{max(free, 0) / 1e6:.1f} MB free); the file keeps everything up to its last flush")
+
     def _event(self, msg: Event) -> None:
         data = dict(msg.data)
         if msg.name is EventKind.CALIBRATION:
@@ -162,6 +205,8 @@ class SessionWriter:
             maxima = data.pop("window_maxima", [])
             for s, m in zip(starts, maxima, strict=True):
                 self._row("calibration_windows", (s, m))
+        if msg.name is EventKind.SESSION_END:
+            self.ended = True
         if msg.name is EventKind.TRIAL_END:
             self._row("trials", (msg.trial, data.get("start_frame", -1), str(data.get("outcome", "")).encode(),
                                  msg.frame, data.get("frames", -1)))
@@ -186,7 +231,8 @@ class SessionWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Append all buffered rows and make them visible to SWMR readers."""
+        """Append all buffered rows and make them visible to SWMR readers; DiskFullError if there is no room."""
+        self._check_room()
         for table, rows in self.buffers.items():
             if not rows:
                 continue
@@ -213,15 +259,17 @@ class SessionWriter:
         self.f.flush()
         self.last_flush = time.monotonic()
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
-        """Flush, close, then mark the file complete with its summary (a crashed session stays incomplete)."""
+    def close(self, summary: dict[str, Any] | None = None, *, complete: bool | None = None) -> None:
+        """Flush, close, then mark the file closed. ``complete`` (default: the session_end event was written)
+        says the session ran to its end; a stopped or failed session's file is closed but not complete."""
         if self.closed:
             return
         self.flush()
         self.f.close()
         self.closed = True
         with h5py.File(self.path, "a") as f:
-            f.attrs["complete"] = True
+            f.attrs["complete"] = self.ended if complete is None else complete
+            f.attrs["closed_cleanly"] = True
             f.attrs["closed_unix"] = time.time()
             if summary is not None:
                 f.attrs["summary"] = json.dumps(summary, allow_nan=True)

@@ -61,6 +61,7 @@ def test_closed_file_holds_tables_attributes_and_roundtrips_rois(tmp_path):
     w.write(Event(frame=0, name=EventKind.CALIBRATION, data={"threshold": 0.3, "window_starts": [1, 2],
                                                             "window_maxima": [0.1, 0.4]}))
     w.write(Event(frame=5, name=EventKind.TRIAL_END, trial=1, data={"outcome": "hit", "start_frame": 1, "frames": 5}))
+    w.write(Event(frame=6, name=EventKind.SESSION_END, data={}))  # ran to its end: complete
     w.close(summary={"hits": 1})
     with SessionFile(tmp_path / "s.h5") as sf:
         a = sf.attrs
