@@ -79,8 +79,9 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
     nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
                                                        strict=True)}
     acquired = nodes.get("pipeline", {})
-    frames_published = acquired.get("frames", -1)
     acq = sf.table("acquisition") if "acquisition" in sf.f else {}
+    # the pipeline node's own count; if it died before reporting it, the frames the file recorded it sending
+    frames_published = int(acquired.get("frames", len(acq["frame"]) if acq else -1))
     events = sf.events()
     calib: dict[str, Any] = next((e["data"] for e in events if e["name"] == "calibration"), {})
     hit_frames = trials["frames"][np.array(outcomes) == "hit"] if hits else np.array([])

@@ -299,13 +299,15 @@ class Supervisor:
         self.stop_requested = f"stopped by the user ({name})"
 
     def _check_data_dir(self) -> None:
-        """One clear line, before anything starts, if the data directory cannot be written."""
-        probe = self.data_dir
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise SessionError(f"cannot write to the data directory {self.data_dir} ({probe} is not writable); "
-                               "set rig.data_dir in the rig file or pass --data-dir")
+        """One clear line, before anything starts, if the data directory cannot be written (tried, not
+        guessed from permission bits, which do not bind root)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.data_dir):
+                pass
+        except OSError as exc:
+            raise SessionError(f"cannot write to the data directory {self.data_dir} ({exc.strerror or exc}); "
+                               "set rig.data_dir in the rig file or pass --data-dir") from None
 
     def _run(self) -> SessionResult:
         setup, setup_frames = self._decide_setup()

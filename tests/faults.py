@@ -54,6 +54,20 @@ class CrashingTask(TaskNode):
         super().on_message(msg)
 
 
+class FullDiskRecorder(RecorderNode):
+    """The recorder on a disk that fills up: its process may write at most ``limit_bytes`` per file
+    (RLIMIT_FSIZE, a stand-in for a full disk; SIGXFSZ ignored, so an oversized write fails as on a full
+    disk instead of killing the process)."""
+
+    def __init__(self, spec: Any) -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = int(spec.options["limit_bytes"])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        super().__init__(spec)
+
+
 class CrashingRecorder(RecorderNode):
     """The recorder, failing on the first message of frame ``crash_at_frame``."""
 

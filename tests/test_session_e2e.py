@@ -40,6 +40,7 @@ def session(tmp_path_factory):
 def test_session_file_holds_every_frame_readout_and_decision(session):
     s = session.summary
     assert s["complete"] and s["trials"] == 4 and s["dropped_messages"] == 0 and s["bad_frames"] == 0
+    assert s["frames_published"] == s["frames_processed"] == s["frames_decided"]  # none after the last verdict
     with SessionFile(session.path) as sf:
         ro, fb = sf.table("readout"), sf.table("feedback")
         n = s["frames_published"]
@@ -138,6 +139,7 @@ def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_
 def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
     result = run_session(tmp_path, node_options=crash("pipeline", 350))
     assert not result.ok
+    assert result.summary["frames_published"] == 350  # from the file when the node could not say (was -1)
     assert "node 'pipeline' died (exit code 1): RuntimeError: injected failure at frame 350" in result.error
     with SessionFile(result.path) as sf:
         # the recorder drained and closed the file; it did not run to its end, and says why
@@ -251,3 +253,36 @@ def test_console_node_follows_the_session(tmp_path):
     assert nodes["console"]["hits_seen"] == result.summary["hits"]
     assert nodes["console"]["dropped_frames_seen"] == 0 == result.summary["dropped_frames"]  # heard the source
     assert shot.stat().st_size > 10_000
+
+
+def test_a_full_disk_stops_the_session_and_keeps_what_was_flushed(tmp_path):
+    opts = {"recorder": {"node_class": "tests.faults:FullDiskRecorder", "limit_bytes": 2_000_000}}
+    result = run_session(tmp_path, node_options=opts)
+    assert not result.ok
+    assert "node 'recorder' died (exit code 1): DiskFullError" in result.error and "no room to record" in result.error
+    assert "SIGSEGV" not in result.error
+    with SessionFile(result.path) as sf:  # what was flushed before is all there, in order
+        frames = sf.table("readout")["frame"]
+        assert len(frames) > 0 and frames.tolist() == list(range(len(frames)))
+        assert sf.attrs["closed_cleanly"] and not sf.attrs["complete"]
+    assert result.path.stat().st_size <= 2_000_000
+
+
+def test_an_unwritable_data_directory_is_one_line_before_anything_starts(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    from bcirig.supervisor import SessionError
+
+    with pytest.raises(SessionError, match=r"cannot write to the data directory .*--data-dir"):
+        run_session(blocker / "data")
+
+
+def test_a_valve_node_that_fails_at_start_up_is_reported_with_its_error(tmp_path):
+    rig = tmp_path / "rig.toml"
+    rig.write_text(RIG.read_text().replace('kind = "simulated"\nms_per_ul', 'kind = "serial"\nport = '
+                                                                             '"/dev/bcirig-no-such-port"\nms_per_ul'))
+    assert "bcirig-no-such-port" in rig.read_text()
+    result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep").run()
+    assert not result.ok
+    assert "node 'valve' died (exit code 1)" in result.error
+    assert "cannot open valve controller port '/dev/bcirig-no-such-port'" in result.error  # not 'no error message'
