@@ -66,10 +66,12 @@ def test_session_file_holds_every_frame_readout_and_decision(session):
         acks = sf.table("acks")
         assert acks["command_id"].tolist() == cmds["command_id"].tolist()
         # motion correction against the simulator's ground truth (integer-pixel brain motion)
+        # registration reports the brain's motion itself (content moved by +d is reported as +d), so it
+        # must match the truth with its sign; the opposite sign would be far off
         truth = sf.table("truth")["shift"]
-        err = np.abs(ro["shift"] + truth)  # registration reports the correction, opposite to the motion
-        err2 = np.abs(ro["shift"] - truth)
-        assert min(np.median(err), np.median(err2)) < 0.5
+        assert np.abs(truth).max() >= 2  # the brain did move
+        assert np.median(np.abs(ro["shift"] - truth)) < 0.5
+        assert np.median(np.abs(ro["shift"] + truth)) > 0.5
         # per-stage stamps present on every frame, in causal order
         t = ro["t_ns"]
         assert (np.diff(t, axis=1) >= 0).all()
