@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,13 +15,24 @@ OUTCOME_COLOURS = {"hit": "tab:green", "timeout": "0.6", "abort": "tab:red"}
 
 def plot_session(path: str | Path, out: str | Path | None = None) -> Path:
     """Write ``session.png`` (or ``out``) for a session file; returns the PNG's path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    out = Path(out) if out else path.with_suffix(".png")
+    fig = session_figure(path)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def session_figure(path: str | Path) -> Any:
+    """The session figure (a matplotlib Figure: readout vs threshold, dF/F per ROI, latency histogram)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    out = Path(out) if out else path.with_suffix(".png")
     with SessionFile(path) as sf:
         ro, fb, trials = sf.table("readout"), sf.table("feedback"), sf.table("trials")
         rois = sf.rois()
@@ -67,9 +79,7 @@ def plot_session(path: str | Path, out: str | Path | None = None) -> Path:
         ax.legend(fontsize=8)
     ax.set_xlabel("frame arrival → feedback/command sent (ms)")
     ax.set_ylabel("frames")
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _protocol_rate(text: str) -> float:

@@ -18,4 +18,20 @@ def test_session_png_is_written_beside_the_file(tmp_path):
 
     img = mpimg.imread(png)
     assert img.shape[0] > 600 and img.shape[1] > 900  # three panels at 90 dpi
-    assert np.std(img[..., :3]) > 0.05  # something was drawn
+    # what is drawn is the session: the readout above the baseline minimum, the threshold in force,
+    # one trace per ROI, a vertical line per trial outcome, and the median latency in the legend
+    from bcirig.plots import session_figure
+    from bcirig.recording import SessionFile
+
+    fig = session_figure(result.path)
+    with SessionFile(result.path) as sf:
+        ro, fb, trials = sf.table("readout"), sf.table("feedback"), sf.table("trials")
+        calib = next(e["data"] for e in sf.events() if e["name"] == "calibration")
+    readout_line, threshold_line = fig.axes[0].lines[:2]
+    np.testing.assert_allclose(readout_line.get_ydata(), ro["readout"] - calib["baseline_min"])
+    np.testing.assert_allclose(readout_line.get_xdata(), ro["frame"] / 30.0)
+    np.testing.assert_allclose(threshold_line.get_ydata(), fb["threshold"], equal_nan=True)
+    assert len(fig.axes[0].lines) == 2 + len(trials["outcome"])  # one line per outcome
+    assert len(fig.axes[1].lines) == ro["dff"].shape[1]
+    legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
+    assert legend[0].startswith("median ") and legend[0].endswith(" ms")
