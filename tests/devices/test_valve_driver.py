@@ -236,8 +236,12 @@ def test_execute_command_maps_actions_to_acks() -> None:
 def test_both_implementations_satisfy_the_reward_valve_contract() -> None:
     from bcirig.interfaces import RewardValve
 
-    assert isinstance(SimulatedValveController(ms_per_ul=1.0, clock_ns=FakeClock()), RewardValve)
-    assert isinstance(ValveController(ModelPort(FakeClock()), ms_per_ul=1.0), RewardValve)
+    for valve in (SimulatedValveController(ms_per_ul=25.0, clock_ns=FakeClock()),
+                  ValveController(ModelPort(FakeClock()), ms_per_ul=25.0)):
+        assert isinstance(valve, RewardValve)  # the method names; what they do:
+        ack = valve.reward(4.0)
+        assert ack.ok and ack.open_ms == 100.0, (type(valve).__name__, ack)  # 4 uL x 25 ms/uL
+        valve.close()
 
 
 def test_reply_without_expected_fields_is_a_valve_error() -> None:

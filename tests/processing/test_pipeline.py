@@ -192,7 +192,11 @@ def test_pipeline_is_a_pipeline_stage() -> None:
     from bcirig.interfaces import PipelineStage
 
     pipe = Pipeline(make_protocol(readout=NP), two_cells(), np.zeros((1, 64, 64), np.float32))
-    assert isinstance(pipe, PipelineStage)
+    assert isinstance(pipe, PipelineStage)  # the method names; the contract's behaviour:
+    bad = pipe.process(np.zeros((1, 64, 32), np.uint16), 7)  # a bad frame returns, never raises
+    assert not bad.valid and bad.frame == 7 and "shape" in bad.error and np.isnan(bad.F).all()
+    good = pipe.process(np.full((1, 64, 64), 100, np.uint16), 8)
+    assert good.valid and good.frame == 8 and good.F.shape == (2,) and np.isfinite(good.F).all()
 
 
 def test_day_two_alignment_moves_yesterdays_rois_onto_todays_cells() -> None:
