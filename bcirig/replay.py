@@ -91,17 +91,34 @@ class Recorded:
         return next((e["data"] for e in self.events if e["name"] == "calibration"), {})
 
 
+def carried_state(attrs: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What yesterday's task handed this session: the file's ``carried`` attribute, or (files written
+    without it, e.g. by ``bcirig simulate``) what the calibration event says it was given."""
+    raw = attrs.get("carried")
+    if raw is not None:
+        return dict(json.loads(str(raw) or "{}") or {})
+    cal = next((e["data"] for e in events if e["name"] == "calibration"), {})
+    z = cal.get("carried_z")
+    carried: dict[str, Any] = {}
+    if isinstance(z, int | float) and math.isfinite(z):
+        carried["threshold_z"] = float(z)
+    if cal.get("previous_z"):
+        carried["daily_z"] = [float(v) for v in cal["previous_z"]]
+    return carried
+
+
 def _read(sf: SessionFile, path: str) -> Recorded:
     text = sf.protocol_text
     try:
         rate = float(tomllib.loads(text).get("imaging", {}).get("frame_rate_hz", 30.0))
     except (tomllib.TOMLDecodeError, TypeError, ValueError):
         rate = 30.0
+    events = sf.events()
     return Recorded(
-        path=path, protocol_text=text, carried=json.loads(str(sf.attrs.get("carried", "{}")) or "{}"),
+        path=path, protocol_text=text, carried=carried_state(sf.attrs, events),
         rois=sf.rois(), reference=sf.reference(), readout=sf.table("readout"), feedback=sf.table("feedback"),
         commands=sf.table("commands"), trials=sf.table("trials"),
-        calibration_windows=sf.table("calibration_windows"), events=sf.events(), has_frames=sf.has_frames,
+        calibration_windows=sf.table("calibration_windows"), events=events, has_frames=sf.has_frames,
         frame_rate_hz=rate,
     )
 
@@ -510,10 +527,7 @@ def _recorded_value(protocol: Protocol, parts: list[str]) -> Any:
     """The value the recording ran with (the default where the file left it out); None if there is none."""
     node: Any = protocol
     for part in parts:
-        if isinstance(node, dict):
-            node = node.get(part)
-        else:
-            node = getattr(node, part, None)
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
         if node is None:
             return None
     return node.value if hasattr(node, "value") else node

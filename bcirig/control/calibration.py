@@ -54,8 +54,9 @@ class CalibrationResult:
     days_pooled: int = 1  # pooled: days whose thresholds were averaged, today's included
     pooled_z: float = float("nan")  # pooled: their mean (before the noise-margin floor)
     floor_z: float = float("nan")  # pooled: yesterday's threshold_z minus the noise margin (NaN on day 1)
+    previous_z: tuple[float, ...] = ()  # pooled: the earlier days' own thresholds it was given (replay needs them)
 
-    def summary(self) -> dict[str, float | int | str]:
+    def summary(self) -> dict[str, float | int | str | list[float]]:
         """Scalar results for the event table and the session summary."""
         return {
             "baseline_min": self.baseline_min,
@@ -74,6 +75,7 @@ class CalibrationResult:
             "days_pooled": self.days_pooled,
             "pooled_z": self.pooled_z,
             "floor_z": self.floor_z,
+            "previous_z": list(self.previous_z),
         }
 
 
@@ -187,6 +189,7 @@ def calibrate(
         days_pooled=days_pooled,
         pooled_z=pooled_z,
         floor_z=floor_z,
+        previous_z=tuple(float(z) for z in previous_z) if rule == "pooled" else (),
     )
 
 

@@ -105,6 +105,7 @@ def test_the_protocol_chooses_the_rule_and_the_task_carries_it_forward():
     cal = task.calibration
     assert cal is not None and cal.rule == "pooled" and cal.days_pooled == 3
     assert cal.pooled_z == pytest.approx(np.mean([0.4, 0.6, cal.threshold_today_z]))
+    assert cal.summary()["previous_z"] == [0.4, 0.6]  # in the calibration event: a replay can rebuild its input
     assert task.carry_forward() == {"threshold_z": cal.threshold_z, "day": 4, "daily_z": [0.6, cal.threshold_today_z]}
     fixed = _run_baseline(protocol_text(calibration="windows = 50\nfixed_threshold = 0.25"))
     assert fixed.calibration is not None and fixed.calibration.threshold == 0.25
