@@ -105,11 +105,12 @@ class Calibration:
 
     windows: int = spec(200, min=1, max=100000)
     target_hit_fraction: float = spec(0.5, min=0.0, max=1.0)
-    across_days: str = spec("stricter", choices=("stricter", "today", "pooled"),
+    across_days: str = spec("stricter", choices=("stricter", "today", "pooled", "margin"),
                             doc="day 2 on: stricter = the stricter of today's and yesterday's threshold in noise "
                                 "units (the study's rule); today = today's alone; pooled = the mean of the last "
                                 "pool_days days' own thresholds in noise units, never lower than yesterday's by "
-                                "more than that mean's noise (bcirig.control.calibration)")
+                                "more than that mean's noise; margin = today's, never lower than yesterday's by "
+                                "more than today's own noise (bcirig.control.calibration)")
     pool_days: int = spec(5, min=1, max=60, doc="across_days = 'pooled': days whose thresholds are pooled, today's "
                                                 "included")
     fixed_threshold: float | None = spec(None, min=0.0, max=1e6,

@@ -14,6 +14,9 @@ carried to the next day, where one of these rules (``calibration.across_days``) 
   the day-to-day noise shrinks instead of ratcheting; difficulty may not drop below yesterday's threshold
   by more than twice the standard error of that mean (the noise margin), so a real drop in difficulty is
   still refused while noise is not mistaken for one.
+* ``margin``: today's threshold, unless it is below yesterday's by more than twice today's own standard
+  error (the sampling error of a quantile of ``n`` independent windows, ``n`` = baseline frames / window
+  frames): the stricter rule applied only beyond the noise margin.
 
 ``calibration.fixed_threshold`` replaces the calibrated threshold by a given one (what-if replay).
 """
@@ -53,7 +56,7 @@ class CalibrationResult:
     threshold_today_z: float = float("nan")  # today's own threshold in noise units (pooled carries it)
     days_pooled: int = 1  # pooled: days whose thresholds were averaged, today's included
     pooled_z: float = float("nan")  # pooled: their mean (before the noise-margin floor)
-    floor_z: float = float("nan")  # pooled: yesterday's threshold_z minus the noise margin (NaN on day 1)
+    floor_z: float = float("nan")  # pooled, margin: yesterday's threshold_z minus the noise margin (NaN day 1)
     previous_z: tuple[float, ...] = ()  # pooled: the earlier days' own thresholds it was given (replay needs them)
 
     def summary(self) -> dict[str, float | int | str | list[float]]:
@@ -101,6 +104,19 @@ def threshold_for_fraction(window_maxima: np.ndarray, target_fraction: float) ->
     return float(np.nextafter(desc[k], np.inf))
 
 
+def quantile_standard_error(values: np.ndarray, fraction: float, independent: float) -> float:
+    """Sampling error of the level that ``fraction`` of the windows reach, from ``independent`` windows.
+
+    The asymptotic error of a sample quantile, sqrt(p (1 - p) / n) / f, with the density f at the quantile
+    estimated from the spread of the values between the p - 0.1 and p + 0.1 quantiles (0 when they tie).
+    """
+    v = np.asarray(values, np.float64)
+    p = min(max(1.0 - fraction, 0.1), 0.9)  # the level is the (1 - fraction) quantile of the maxima
+    lo, hi = np.quantile(v, [max(p - 0.1, 0.0), min(p + 0.1, 1.0)])
+    spread = (min(p + 0.1, 1.0) - max(p - 0.1, 0.0))
+    return float(math.sqrt(p * (1 - p) / max(independent, 1.0)) * (hi - lo) / spread)
+
+
 def calibrate(
     baseline_readout: np.ndarray,
     *,
@@ -123,8 +139,8 @@ def calibrate(
     """
     if rule is None:
         rule = "stricter" if math.isfinite(carried_z) else "today"
-    if rule not in ("stricter", "today", "pooled"):
-        raise ValueError(f"calibration rule {rule!r}: expected 'stricter', 'today' or 'pooled'")
+    if rule not in ("stricter", "today", "pooled", "margin"):
+        raise ValueError(f"calibration rule {rule!r}: expected 'stricter', 'today', 'pooled' or 'margin'")
     x = np.asarray(baseline_readout, dtype=np.float64)
     valid = np.isfinite(x)
     if valid.sum() < window_frames:
@@ -169,6 +185,11 @@ def calibrate(
             floor_z = carried_z - NOISE_MARGIN_SE * se
             z = max(z, floor_z)
         threshold = from_z(z)
+    elif rule == "margin" and math.isfinite(carried_z) and math.isfinite(today_z):
+        se = quantile_standard_error((baseline_min + maxima - median) / sigma, target_fraction,
+                                     independent=x.size / window_frames)
+        floor_z = carried_z - NOISE_MARGIN_SE * se
+        threshold = max(threshold_today, from_z(floor_z))
     threshold_z = to_z(threshold)
     achieved = float(np.mean(maxima >= threshold))
     return CalibrationResult(
@@ -210,7 +231,7 @@ def calibrate_day(
         n_windows=config.windows,
         target_fraction=config.target_hit_fraction,
         rng=rng,
-        carried_z=float(carried.get("threshold_z", float("nan"))) if rule in ("stricter", "pooled") else float("nan"),
+        carried_z=float(carried.get("threshold_z", float("nan"))) if rule != "today" else float("nan"),
         rule=rule,
         previous_z=tuple(float(z) for z in carried.get("daily_z", ())),
         pool_days=int(getattr(config, "pool_days", 1)),

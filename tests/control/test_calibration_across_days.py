@@ -8,7 +8,7 @@ import pytest
 
 from bcirig.config import parse_protocol
 from bcirig.control import Task, calibrate, carry_state
-from bcirig.control.calibration import NOISE_MARGIN_SE
+from bcirig.control.calibration import NOISE_MARGIN_SE, quantile_standard_error
 from bcirig.messages import Readout
 from tests.conftest import protocol_text
 
@@ -34,8 +34,8 @@ def _days(rule: str, days: int = 14, pool_days: int = 5) -> list:
     return out
 
 
-def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_rule_does_not():
-    stricter, pooled = _days("stricter"), _days("pooled")
+def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_and_margin_rules_do_not():
+    stricter, pooled, margin = _days("stricter"), _days("pooled"), _days("margin")
     z = [r.threshold_z for r in stricter]
     assert all(b >= a - 1e-12 for a, b in itertools.pairwise(z))  # the running maximum
     assert z[-1] == pytest.approx(max(r.threshold_today_z for r in stricter))
@@ -45,6 +45,11 @@ def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_rule_does_not():
     # pooled rule's), made harder day after day by the ratchet alone
     assert late_stricter < 0.45 and late_stricter < late_pooled - 0.05
     assert abs(late_pooled - TARGET) < 0.05
+    late_margin = np.mean([r.achieved_fraction for r in margin[4:]])
+    assert abs(late_margin - TARGET) < 0.05 and late_stricter < late_margin - 0.05
+    # the margin rule used yesterday's floor only where today's threshold fell below it
+    for r in margin[1:]:
+        assert r.threshold_z == pytest.approx(max(r.threshold_today_z, r.floor_z))
     assert pooled[0].threshold == stricter[0].threshold  # day 1 is today's calibration either way
 
 
@@ -70,6 +75,23 @@ def test_the_pooled_rule_refuses_a_drop_beyond_the_noise_margin():
     assert res.pooled_z < 3.0 < res.floor_z  # yesterday's threshold was far stricter than anything pooled
     assert res.threshold_z == pytest.approx(res.floor_z)
     assert res.threshold_z < 6.0  # ... and difficulty fell only by the margin
+
+
+def test_the_quantile_error_of_uniform_window_maxima_is_worked_out_by_hand():
+    values = np.linspace(0.0, 1.0, 100001)  # density 1: the error is sqrt(p (1 - p) / n)
+    assert quantile_standard_error(values, 0.5, independent=25) == pytest.approx(math.sqrt(0.25 / 25), rel=1e-4)
+    assert quantile_standard_error(values, 0.2, independent=16) == pytest.approx(math.sqrt(0.8 * 0.2 / 16), rel=1e-4)
+    assert quantile_standard_error(np.ones(50), 0.5, independent=25) == 0.0  # tied maxima: no spread
+
+
+def test_the_margin_rule_refuses_a_drop_beyond_twice_todays_own_error():
+    x = _baseline(8)
+    res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
+                    rng=np.random.default_rng(2), rule="margin", carried_z=6.0)
+    z = (res.baseline_min + res.window_maxima - res.baseline_median) / res.noise_sigma
+    se = quantile_standard_error(z, TARGET, independent=len(x) / WINDOW)
+    assert res.floor_z == pytest.approx(6.0 - NOISE_MARGIN_SE * se)
+    assert res.threshold_today_z < res.floor_z and res.threshold_z == pytest.approx(res.floor_z)
 
 
 def test_carried_state_keeps_the_last_days_and_the_study_rule_carries_what_it_always_did():
