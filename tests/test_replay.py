@@ -95,6 +95,32 @@ def test_a_column_changed_at_one_frame_replays_different_and_is_named(session, t
     assert f"{table}.{column} (1 rows)" in rep.text()
 
 
+def test_the_trial_tables_reward_frame_is_compared_and_files_without_it_still_replay(session, tmp_path):
+    rep = replay(session)
+    assert rep.column_mismatches.get("trials.reward_frame") == 0 and rep.trial_table_identical
+    with SessionFile(session) as sf:
+        tr = sf.table("trials")
+        hit = int(np.flatnonzero(tr["outcome"] == b"hit")[0])
+    for name in ("changed", "v1", "v2"):
+        (tmp_path / name).mkdir()
+    changed = _copy(session, tmp_path / "changed")
+    with h5py.File(changed, "r+") as f:
+        f["trials"]["reward_frame"][hit] += 1
+    rep = replay(changed)
+    assert not rep.identical and rep.column_mismatches["trials.reward_frame"] == 1
+    # a version 1 file (no acquisition table) and a version 2 file from before the column: no reward_frame
+    for version in (1, 2):
+        old = _copy(session, tmp_path / f"v{version}")
+        with h5py.File(old, "r+") as f:
+            del f["trials"]["reward_frame"]
+            if version == 1:
+                del f["acquisition"]
+                f.attrs["version"] = 1
+        rep = replay(old)
+        assert rep.identical, rep.text()
+        assert rep.trials_replayed == rep.trials_recorded == 4 and "trials.reward_frame" not in rep.column_mismatches
+
+
 def test_a_session_that_ended_in_the_safe_state_replays_identical(safe_session):
     with SessionFile(safe_session) as sf:
         fb = sf.table("feedback")

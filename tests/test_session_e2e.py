@@ -63,6 +63,12 @@ def test_session_file_holds_every_frame_readout_and_decision(session):
         hits = trials["outcome_frame"][trials["outcome"] == b"hit"]
         cmds = sf.table("commands")
         assert cmds["frame"].tolist() == (hits + 2).tolist()
+        # the trial table names each hit's reward frame, outcome frame + (reward_on_hold_frame - 1), and
+        # -1 for the other trials; the reward commands went out on exactly those frames
+        is_hit = trials["outcome"] == b"hit"
+        assert is_hit.any() and (trials["reward_frame"][is_hit] == trials["outcome_frame"][is_hit] + 3 - 1).all()
+        assert (trials["reward_frame"][~is_hit] == -1).all()
+        assert cmds["frame"].tolist() == trials["reward_frame"][is_hit].tolist()
         acks = sf.table("acks")
         assert acks["command_id"].tolist() == cmds["command_id"].tolist()
         # motion correction against the simulator's ground truth (integer-pixel brain motion)

@@ -5,7 +5,8 @@ One call of :meth:`Task.step` per frame: baseline -> calibration -> closed-loop 
 -> ``HIT_HOLD`` or ``ABORT_HOLD`` -> ``ITI`` -> next trial. Frame semantics:
 
 * the frame on which the readout crosses the threshold is hold frame 1 and shows the target; the reward
-  command is issued on hold frame ``reward_on_hold_frame`` (3 by default);
+  command is issued on hold frame ``reward_on_hold_frame`` (3 by default), the trial's ``reward_frame``
+  (outcome frame + reward_on_hold_frame - 1), which the ``trial_end`` event already names;
 * the abort frame is abort-hold frame 1 (grating at ``abort.angle_deg``, white-noise cue);
 * a trial whose ``length_frames``-th frame passes without an outcome times out; its ITI starts next frame;
 * ``Feedback.sound`` is a cue: the frame on which a sound starts.
@@ -48,7 +49,7 @@ class TrialRecord:
     start_frame: int
     outcome: Outcome | None = None
     outcome_frame: int = -1
-    reward_frame: int = -1
+    reward_frame: int = -1  # a hit's reward command (scheduled at the outcome, sent then unless the task goes safe)
 
     @property
     def frames_to_outcome(self) -> int:
@@ -108,10 +109,14 @@ class Task:
         """Stop rewarding and grey the screen, for good: the session is over."""
         events = []
         if self.phase is not Phase.SAFE:
+            data: dict[str, Any] = {"reason": reason}
+            if self.state is TrialState.HIT_HOLD and self.state_frame < self.p.outcomes.hit.reward_on_hold_frame:
+                # The trial table names this hit's reward frame; say that the command was never sent.
+                data["reward_withheld"] = {"trial": self.trial_number, "reward_frame": self.trials[-1].reward_frame}
             self.safe_reason = reason
             self.phase = Phase.SAFE
             self.state = TrialState.NONE
-            events.append(Event(frame=frame, name=EventKind.SAFE_STATE, data={"reason": reason}))
+            events.append(Event(frame=frame, name=EventKind.SAFE_STATE, data=data))
         return TaskStep(feedback=self._feedback(frame, screen=Screen.GREY), events=events)
 
     def carry_forward(self) -> dict[str, Any]:
@@ -204,8 +209,8 @@ class Task:
         hit = self.p.outcomes.hit
         reward = self.state_frame == hit.reward_on_hold_frame
         if reward:
+            # frame == the trial's reward_frame unless a readout was lost during the hold (a counted bus gap)
             commands.extend(self._reward_commands(frame))
-            self.trials[-1].reward_frame = frame
         fb = self._feedback(
             frame, screen=Screen.GRATING, norm=norm, reward=reward and self.p.reward.opto != "instead_of_reward",
             opto=reward and self.p.reward.opto != "none",
@@ -247,12 +252,15 @@ class Task:
         rec = self.trials[-1]
         rec.outcome = outcome
         rec.outcome_frame = frame
+        if outcome is Outcome.HIT:  # hold frame 1 is this frame; the reward command goes out on its k-th
+            rec.reward_frame = frame + self.p.outcomes.hit.reward_on_hold_frame - 1
         events.append(
             Event(
                 frame=frame,
                 name=EventKind.TRIAL_END,
                 trial=rec.trial,
-                data={"outcome": outcome.value, "start_frame": rec.start_frame, "frames": rec.frames_to_outcome},
+                data={"outcome": outcome.value, "start_frame": rec.start_frame, "frames": rec.frames_to_outcome,
+                      "reward_frame": rec.reward_frame},
             )
         )
 

@@ -93,6 +93,7 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("outcome", S, ()),
             ("outcome_frame", np.int64, ()),
             ("frames", np.int64, ()),
+            ("reward_frame", np.int64, ()),  # a hit's reward command; -1 none (absent from files before it)
         ],
         "acquisition": [  # one row per frame that reached the pipeline: where it came from
             ("frame", np.int64, ()),

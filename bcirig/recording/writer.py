@@ -209,7 +209,7 @@ class SessionWriter:
             self.ended = True
         if msg.name is EventKind.TRIAL_END:
             self._row("trials", (msg.trial, data.get("start_frame", -1), str(data.get("outcome", "")).encode(),
-                                 msg.frame, data.get("frames", -1)))
+                                 msg.frame, data.get("frames", -1), data.get("reward_frame", -1)))
         text = json.dumps(data, allow_nan=True).encode()
         if len(text) > 2048:
             text = json.dumps({"truncated": text[:1900].decode(errors="replace")}).encode()

@@ -158,3 +158,40 @@ def test_same_readouts_same_decisions():
     fb = [(s.feedback.state, str(s.feedback.angle_deg), len(s.commands)) for s in run(b, values)]
     assert fa == fb
     assert any(state is TrialState.HIT_HOLD for state, _, _ in fa)  # the sequence exercises hits
+
+
+# ------------------------------------------------------------------ issue 9, case 9: the trial table's reward frame
+@pytest.mark.parametrize("reward_on", [3, 1, 6])
+def test_each_hits_trial_end_names_its_reward_frame_and_the_reward_command_is_on_it(reward_on):
+    task = make_task(trials="count = 12\nlength_frames = 40\ngrey_frames = 5",
+                     **{"outcomes.hit": f"hold_frames = 6\nreward_on_hold_frame = {reward_on}\niti_frames = 4"})
+    cal = calibrated(task)
+    rng = np.random.default_rng(2)
+    values = np.where(rng.random(800) < 0.03, cal.threshold + 0.5, 0.5 * cal.threshold)  # hits and timeouts
+    steps = run(task, values, start=100)
+    ends = [e for s in steps for e in s.events if e.name is EventKind.TRIAL_END]
+    hits = [e for e in ends if e.data["outcome"] == "hit"]
+    assert len(hits) >= 3 and len(hits) < len(ends)  # hits, and trials without one
+    assert [e.data["reward_frame"] for e in hits] == [e.frame + reward_on - 1 for e in hits]
+    assert all(e.data["reward_frame"] == -1 for e in ends if e.data["outcome"] != "hit")
+    commands = [c for s in steps for c in s.commands]
+    assert [c.frame for c in commands] == [e.data["reward_frame"] for e in hits]
+    # the task keeps what its events said: the table replay rebuilds is the one the recorder wrote
+    assert [(t.outcome_frame, t.reward_frame) for t in task.trials if t.outcome is not None] == [
+        (e.frame, e.data["reward_frame"]) for e in ends]
+
+
+def test_a_safe_state_before_the_reward_frame_says_the_reward_was_withheld():
+    task = make_task()  # reward on hold frame 3
+    cal = calibrated(task)
+    run(task, [0.5] * 5, start=100)  # grey
+    hold = run(task, [cal.threshold + 1], start=105)  # the hit: hold frame 1
+    end = next(e for e in hold[0].events if e.name is EventKind.TRIAL_END)
+    assert end.data["reward_frame"] == 107
+    s = task.safe(105, "frames stopped")
+    assert s.events[0].data == {"reason": "frames stopped", "reward_withheld": {"trial": 1, "reward_frame": 107}}
+    assert not any(a.commands for a in run(task, [cal.threshold + 1] * 5, start=106))
+    task2 = make_task()
+    cal2 = calibrated(task2)
+    run(task2, [0.5] * 5 + [cal2.threshold + 1] * 3, start=100)  # rewarded on frame 107
+    assert task2.safe(108, "frames stopped").events[0].data == {"reason": "frames stopped"}

@@ -87,3 +87,22 @@ def test_not_a_session_file_is_a_clear_error(tmp_path):
         SessionFile(tmp_path / "x.h5")
     with pytest.raises(SessionFileError, match="no such session file"):
         SessionFile(tmp_path / "missing.h5")
+
+
+def test_the_trial_table_keeps_each_trials_reward_frame_from_its_trial_end_event(tmp_path):
+    rois = RoiSet([Roi.disk("P+0", 0, (4, 4), 2, group="P+")])
+    w = SessionWriter(tmp_path / "s.h5", protocol_text="P", rig_text="R", rois=rois.to_arrays(), n_rois=1,
+                      reference=np.ones((1, 8, 8), np.float32), frame_shape=(1, 8, 8), frame_dtype="uint16",
+                      record_frames=False)
+    w.write(Event(frame=20, name=EventKind.TRIAL_END, trial=1,
+                  data={"outcome": "hit", "start_frame": 10, "frames": 11, "reward_frame": 22}))
+    w.write(Event(frame=70, name=EventKind.TRIAL_END, trial=2,
+                  data={"outcome": "timeout", "start_frame": 31, "frames": 40, "reward_frame": -1}))
+    w.write(Event(frame=90, name=EventKind.TRIAL_END, trial=3,  # from a task before the column existed
+                  data={"outcome": "hit", "start_frame": 80, "frames": 11}))
+    w.close()
+    with SessionFile(tmp_path / "s.h5") as sf:
+        tr = sf.table("trials")
+        assert tr["outcome_frame"].tolist() == [20, 70, 90]
+        assert tr["reward_frame"].tolist() == [22, -1, -1]
+        assert tr["reward_frame"].dtype == np.int64
