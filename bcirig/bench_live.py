@@ -243,7 +243,8 @@ def chain(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir: P
         published = ro["t_ns"][:n, READOUT_STAMPS.index("published")]
         task_out = fb["t_ns"][:n, FEEDBACK_STAMPS.index("task_out")]
         out = {
-            "frames": n_frames, "readouts": len(ro["frame"]), "decided": len(fb["frame"]),
+            # decisions per frame: the stop's safe-state feedback row repeats the last frame's number
+            "frames": n_frames, "readouts": len(ro["frame"]), "decided": len(np.unique(fb["frame"])),
             "dropped_frames": int(acq["dropped"].sum()), "malformed_frames": int(acq["malformed"].sum()),
             "sender": sent.stdout.strip().splitlines()[-1] if sent.stdout.strip() else "",
             "transfer": _stats((acq["t_arrive_ns"][:n] - t_acq[:n]) / 1e6),

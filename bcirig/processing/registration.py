@@ -105,12 +105,29 @@ def taper_at(n: int, pos: np.ndarray, edge: float = TAPER_EDGE) -> tuple[np.ndar
 
 
 def crop_window(height: int, width: int, crop: int) -> tuple[slice, slice]:
-    """Centred crop of side ``crop`` (0 or larger than the plane: the whole plane)."""
-    if crop <= 0:
-        return slice(0, height), slice(0, width)
-    ch, cw = min(crop, height), min(crop, width)
+    """Centred crop of side ``crop`` (0 or larger than the plane: the whole plane), trimmed so that the
+    2x2-binned window's sides are FFT-friendly (factors 2, 3 and 5 only: see :func:`fast_side`)."""
+    ch, cw = (min(crop, height), min(crop, width)) if crop > 0 else (height, width)
+    ch, cw = 2 * fast_side(ch // 2), 2 * fast_side(cw // 2)
     y0, x0 = (height - ch) // 2, (width - cw) // 2
     return slice(y0, y0 + ch), slice(x0, x0 + cw)
+
+
+def fast_side(n: int) -> int:
+    """The largest length <= ``n`` with no prime factor above 5.
+
+    CLOOSE's 796-pixel lines bin to 398 = 2 x 199, and an FFT of a prime factor 199 is done the slow way
+    (Bluestein): registering 512 x 796 took 3.5x as long as 512 x 512. Dropping the outer 14 columns
+    (binned: 398 -> 384 = 2^7 x 3) loses nothing a shift estimate needs and restores the speed.
+    """
+    for m in range(max(1, n), 0, -1):
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+    return 1
 
 
 class RigidRegistration:
