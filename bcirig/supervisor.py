@@ -61,6 +61,10 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
     "display": (["task"], ["feedback"], ["task"]),
     "console": (["pipeline", "task"], ["readout", "feedback", "event"], ["pipeline", "task"]),
 }
+# Lower CPU priority for nodes off the frame -> decision path: on a 2-core rig a recorder's flush (a
+# second of frames at once) or a console redraw must wait for the pipeline and the task, not they for it.
+# Their queues are unbounded (recorder) or bounded for display only (console), so they only lag.
+NICE = {"recorder": 5, "console": 10}
 STARTUP_TIMEOUT_S = 60.0
 SETUP_TIMEOUT_S = 30.0  # set-up phase: this long without a usable frame is an error
 SILENCE_TIMEOUT_S = 5.0
@@ -164,6 +168,8 @@ class Supervisor:
             opts = dict(self.node_options.get(name, {}))
             if name == "pipeline":  # the simulated microscope goes on after the frames the set-up saw
                 opts.update(day=self.day, skip=self.setup_skip)
+            if name in NICE:
+                opts.setdefault("nice", NICE[name])
             if name in ("task", "recorder") and self.carried:
                 opts["carried"] = json.dumps(self.carried)
             if name == "recorder":

@@ -257,6 +257,8 @@ def node_main(spec_path: str) -> int:
 
     pin_blas_threads()
     spec = NodeSpec.load(spec_path)
+    if spec.options.get("nice"):  # the recorder and the console yield a core to the loop's nodes
+        os.nice(int(spec.options["nice"]))
     node: Node | None = None
     try:
         node = node_class(spec.kind)(spec)
