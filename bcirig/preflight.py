@@ -17,10 +17,35 @@ from bcirig.schema import ConfigError
 __all__ = ["check_session"]
 
 
-def check_session(protocol: Protocol, rig: Rig) -> None:
-    """Raise ConfigError if ``protocol`` cannot run on ``rig``; return None when the session can start."""
+def check_session(protocol: Protocol, rig: Rig, rois: str = "") -> None:
+    """Raise ConfigError if ``protocol`` cannot run on ``rig``; return None when the session can start.
+
+    ``rois``: a ROI file or folder given on the command line instead of ``setup.roi_file``.
+    """
+    _check_setup(protocol, rig, rois)
     if rig.source.kind == "simulated":
         _check_simulated(protocol, rig)
+
+
+def _check_setup(protocol: Protocol, rig: Rig, rois: str) -> None:
+    """The set-up phase's choices: a ROI file that exists, the true footprints only where there are any."""
+    from pathlib import Path
+
+    from bcirig.setup import RoiChoice
+
+    file = protocol.source_path or "<protocol>"
+    choice = RoiChoice.from_protocol(protocol, rois=rois)
+    if choice.method == "truth" and rig.source.kind != "simulated":
+        raise ConfigError(file, "setup.rois", "truth",
+                          f"detect, file, imagej or suite2p on a rig whose source is {rig.source.kind!r} "
+                          "(only a simulated field has true footprints)")
+    if choice.method in ("file", "imagej", "suite2p"):
+        if not choice.path:
+            raise ConfigError(file, "setup.roi_file", "", f"the ROI file (or suite2p folder) when setup.rois = "
+                                                          f"{choice.method!r}, or --rois FILE")
+        if not Path(choice.path).exists():
+            key = "--rois" if rois else "setup.roi_file"
+            raise ConfigError(file, key, choice.path, "an existing file or folder")
 
 
 def _check_simulated(protocol: Protocol, rig: Rig) -> None:

@@ -44,6 +44,7 @@ from bcirig.messages import (
     Topic,
 )
 from bcirig.nodes import NodeSpec
+from bcirig.preflight import check_session
 from bcirig.recording import SessionFile
 from bcirig.setup import PreviousSetup, RoiChoice, Setup, SetupError, SetupPhase, truth_setup
 from bcirig.subjects import Subject
@@ -138,6 +139,8 @@ class Supervisor:
                          else None if fresh else self.subject_record.previous())
         self.day = self.subject_record.day
         self.choice = RoiChoice.from_protocol(self.protocol, rois=rois, choose=choose, allow_pickle=allow_pickle)
+        if setup is None:  # what the set-up would refuse, refused now, before any folder or process exists
+            check_session(self.protocol, self.rig, rois)
         # Yesterday's calibration travels with the subject unless the caller says otherwise.
         self.carried = carried if carried is not None else (self.previous.carry_forward if self.previous else None)
         self.carry_forward: dict[str, Any] | None = None

@@ -256,3 +256,10 @@ def test_a_session_from_suite2p_files(tmp_path: Path) -> None:
         assert json.loads(sf.f["setup"].attrs["report"])["method"] == "suite2p"
         np.testing.assert_array_equal(sf.f["rois/pix_y"][()], np.concatenate([r.y for r in true]))
         assert sf.attrs["complete"]
+
+
+def test_a_roi_file_that_does_not_exist_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "p.toml").write_text(protocol_text(setup='rois = "imagej"\nroi_file = "missing.zip"'))
+    assert main(["run", "--protocol", str(tmp_path / "p.toml"), "--data-dir", str(tmp_path / "d"),
+                 "--mode", "lockstep"]) == 2
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").rglob("session.h5"))
