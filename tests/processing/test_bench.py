@@ -40,7 +40,7 @@ def test_report_marks_met_and_missed_targets() -> None:
         "latency": {"512x512@30Hz 10 ROIs": lat},
         "baseline": {"512x512@30Hz 10 ROIs": {"numpy_median_ms": 12.0, "bcirig_median_ms": 1.5, "speedup": 8.0}},
         "replay": {"sequential_fps": 900.0, "two_threads_fps": 1100.0},
-        "registration": {"rms_px": 0.08, "max_abs_px": 0.2},
+        "registration": {"rms_px": 0.028, "max_abs_px": 0.08},
     }
     lines = report(results).splitlines()
 
