@@ -36,6 +36,7 @@ from bcirig.processing.rois import Roi, RoiError, RoiSet
 
 DEFAULT_TRUTH_FIELDS: dict[str, tuple[tuple[int, ...], str]] = {"shift": ((2,), "f4"), "licks": ((), "i4")}
 PROVISIONAL_FRAMES = 30  # frames averaged into the first reference that every set-up frame is registered to
+SUMMARY_FRAMES = 150  # frames (evenly spaced) in the summary images that detection looks at
 
 
 @dataclass
@@ -152,7 +153,14 @@ def parse_choose(text: str) -> dict[str, list[int]]:
 
 
 class SetupPhase:
-    """Live volumes in -> reference image and ROIs out (a stage: no clock, no sockets; deterministic)."""
+    """Live volumes in -> reference image and ROIs out (a stage: no clock, no sockets; deterministic).
+
+    The work is done as the frames arrive (:meth:`add`), so that on a live rig the phase costs little more
+    than the frames' own time: from the ``PROVISIONAL_FRAMES``-th frame on, each frame's BCI plane is
+    registered to the provisional reference, moved back by whole pixels and added to the average and,
+    for detection on day 1, every ``stride``-th frame to the summary images (at most ``SUMMARY_FRAMES``
+    of them: a correlation image needs no more).
+    """
 
     def __init__(self, protocol: Protocol, choice: RoiChoice, previous: PreviousSetup | None = None,
                  day: int = 1) -> None:
@@ -161,6 +169,18 @@ class SetupPhase:
         self.shape = (img.planes, img.height, img.width)
         self.frames: list[np.ndarray] = []
         self.needed = protocol.setup.frames
+        self.later = previous is not None and protocol.setup.later_days == "previous"
+        self.detecting = not self.later and choice.method == "detect"
+        self.stride = max(1, -(-self.needed // SUMMARY_FRAMES))
+        planes = [img.bci_plane]
+        dplane = _dendrite_plane(protocol)
+        if dplane is not None:
+            planes.append(dplane)
+        self.summary_planes = planes if self.detecting else []
+        self._reg: Any = None
+        self._shifts: list[tuple[float, float]] = []
+        self._total = np.zeros(self.shape, np.float64)
+        self._summaries: dict[int, Any] = {}
 
     @property
     def done(self) -> bool:
@@ -170,6 +190,34 @@ class SetupPhase:
     def add(self, volume: np.ndarray) -> None:
         """One live volume (planes, height, width), as the pipeline would get it."""
         self.frames.append(np.array(volume, copy=True))
+        if self._reg is None:
+            if len(self.frames) >= min(PROVISIONAL_FRAMES, self.needed):
+                self._start()
+        else:
+            self._take(len(self.frames) - 1)
+
+    def _start(self) -> None:
+        """The provisional reference from the frames so far; then take every frame already in."""
+        from bcirig.processing.detection import SummaryImages
+        from bcirig.processing.registration import RigidRegistration
+
+        plane = self.protocol.imaging.bci_plane
+        provisional = np.asarray(np.mean([f[plane] for f in self.frames], axis=0, dtype=np.float64), np.float32)
+        self._reg = RigidRegistration(provisional, self.protocol.registration)
+        h, w = self.shape[1:]
+        self._summaries = {p: SummaryImages(h, w) for p in self.summary_planes}
+        for i in range(len(self.frames)):
+            self._take(i)
+
+    def _take(self, i: int) -> None:
+        frame = self.frames[i]
+        dy, dx, _ = self._reg.register(frame[self.protocol.imaging.bci_plane])
+        self._shifts.append((dy, dx))
+        moved = np.roll(frame, (-round(dy), -round(dx)), axis=(1, 2))  # register() gives the motion: undo it
+        self._total += moved
+        if i % self.stride == 0:
+            for p, acc in self._summaries.items():
+                acc.add(moved[p])
 
     # ------------------------------------------------------------------ deciding
     def finish(self, suggest: Any = None) -> Setup:
@@ -178,16 +226,17 @@ class SetupPhase:
         t0 = time.perf_counter()
         if not self.frames:
             raise SetupError("the set-up phase got no frames")
-        frames = np.stack(self.frames)
-        reference, shifts = register_and_average(frames, self.protocol)
-        report: dict[str, Any] = {"frames": len(frames), "day": self.day,
+        if self._reg is None:
+            self._start()
+        reference = (self._total / len(self.frames)).astype(np.float32)
+        shifts = np.array(self._shifts, np.float64)
+        report: dict[str, Any] = {"frames": len(self.frames), "day": self.day,
                                   "shift_sd_px": [float(v) for v in np.std(shifts, axis=0)]}
-        later = self.previous is not None and self.protocol.setup.later_days == "previous"
-        if later:
+        if self.later:
             assert self.previous is not None
             rois = self._align(reference, report)
         else:
-            rois = self._day_one(frames, shifts, reference, suggest, report)
+            rois = self._day_one(reference, suggest, report)
         self._check(rois, reference)
         report["rois"] = len(rois)
         report["groups"] = {g: [r.name for r in rois if r.group == g] for g in dict.fromkeys(rois.groups)}
@@ -215,13 +264,12 @@ class SetupPhase:
                 "the same field? Adjust the field and run again, or start the ROIs afresh with --fresh")
         return prev.rois.moved(dy, dx)
 
-    def _day_one(self, frames: np.ndarray, shifts: np.ndarray, reference: np.ndarray, suggest: Any,
-                 report: dict[str, Any]) -> RoiSet:
+    def _day_one(self, reference: np.ndarray, suggest: Any, report: dict[str, Any]) -> RoiSet:
         choice = self.choice
         report["method"] = choice.method
         plane = self.protocol.imaging.bci_plane
         if choice.method == "detect":
-            return self._detect(frames, shifts, reference, suggest, report)
+            return self._detect(suggest, report)
         from bcirig.processing import roi_files
 
         if not choice.path:
@@ -243,23 +291,14 @@ class SetupPhase:
             report["chosen"] = choice.choose
         return rois
 
-    def _detect(self, frames: np.ndarray, shifts: np.ndarray, reference: np.ndarray, suggest: Any,
-                report: dict[str, Any]) -> RoiSet:
-        from bcirig.processing.detection import SummaryImages, choose_groups, detect_candidates
+    def _detect(self, suggest: Any, report: dict[str, Any]) -> RoiSet:
+        from bcirig.processing.detection import choose_groups, detect_candidates
 
         img = self.protocol.imaging
         radius = self.protocol.setup.cell_radius_px or max(3.0, min(img.height, img.width) / 64)
-        images = {}
-        planes = [img.bci_plane]
+        images = {p: (acc.mean_image(), acc.correlation_image()) for p, acc in self._summaries.items()}
+        report["summary_frames"] = self._summaries[img.bci_plane].count
         dplane = _dendrite_plane(self.protocol)
-        if dplane is not None:
-            planes.append(dplane)
-        for p in planes:
-            acc = SummaryImages(img.height, img.width)
-            moved = _moved_frames(frames[:, p], shifts)
-            for start in range(0, len(moved), 32):
-                acc.add(moved[start:start + 32])
-            images[p] = (acc.mean_image(), acc.correlation_image())
         mean, corr = images[img.bci_plane]
         candidates = detect_candidates(mean, corr, cell_radius_px=radius, plane=img.bci_plane)
         report.update(candidates=len(candidates), cell_radius_px=radius)
@@ -290,29 +329,6 @@ class SetupPhase:
             make_decoder(self.protocol, rois)
         except (RoiError, ValueError) as exc:
             raise SetupError(f"the set-up's ROIs cannot be used: {exc}") from None
-
-
-def register_and_average(frames: np.ndarray, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
-    """Reference (planes, H, W) float32 from (T, planes, H, W) frames, and each frame's (dy, dx) shift.
-
-    The BCI plane of every frame is registered to the mean of the first frames; all planes are moved
-    back by the rounded shift (whole pixels: no interpolation blurs the reference) and averaged.
-    """
-    from bcirig.processing.registration import RigidRegistration
-
-    plane = protocol.imaging.bci_plane
-    provisional = frames[:PROVISIONAL_FRAMES, plane].mean(axis=0, dtype=np.float64).astype(np.float32)
-    reg = RigidRegistration(provisional, protocol.registration)
-    shifts = np.array([reg.register(f[plane])[:2] for f in frames], np.float64)
-    total = np.zeros(frames.shape[1:], np.float64)
-    for f, (dy, dx) in zip(frames, shifts, strict=True):
-        total += np.roll(f, (-round(dy), -round(dx)), axis=(1, 2))  # register() gives the motion: undo it
-    return (total / len(frames)).astype(np.float32), shifts
-
-
-def _moved_frames(plane_frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    return np.stack([np.roll(f, (-round(dy), -round(dx)), axis=(0, 1)) for f, (dy, dx) in
-                     zip(plane_frames, shifts, strict=True)])
 
 
 def _dendrite_plane(protocol: Protocol) -> int | None:
