@@ -97,7 +97,7 @@ def carried_state(attrs: dict[str, Any], events: list[dict[str, Any]]) -> dict[s
     raw = attrs.get("carried")
     if raw is not None:
         return dict(json.loads(str(raw) or "{}") or {})
-    cal = next((e["data"] for e in events if e["name"] == "calibration"), {})
+    cal: dict[str, Any] = next((e["data"] for e in events if e["name"] == "calibration"), {})
     z = cal.get("carried_z")
     carried: dict[str, Any] = {}
     if isinstance(z, int | float) and math.isfinite(z):

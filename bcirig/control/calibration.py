@@ -14,9 +14,11 @@ carried to the next day, where one of these rules (``calibration.across_days``) 
   the day-to-day noise shrinks instead of ratcheting; difficulty may not drop below yesterday's threshold
   by more than twice the standard error of that mean (the noise margin), so a real drop in difficulty is
   still refused while noise is not mistaken for one.
-* ``margin``: today's threshold, unless it is below yesterday's by more than twice today's own standard
-  error (the sampling error of a quantile of ``n`` independent windows, ``n`` = baseline frames / window
-  frames): the stricter rule applied only beyond the noise margin.
+* ``margin``: today's threshold, unless it is below yesterday's by more than twice its noise: the stricter
+  rule applied only beyond a noise margin. The noise is the larger of today's own standard error (the
+  sampling error of a quantile of ``n`` independent windows, ``n`` = baseline frames / window frames)
+  and, once three days are known, the spread of the last ``pool_days`` days' own thresholds (days differ
+  by more than one baseline's sampling error shows).
 
 ``calibration.fixed_threshold`` replaces the calibrated threshold by a given one (what-if replay).
 """
@@ -52,9 +54,9 @@ class CalibrationResult:
     window_frames: int
     window_starts: np.ndarray  # (n_windows,) baseline frame index where each window starts
     window_maxima: np.ndarray  # (n_windows,) maximum of each window, above baseline_min
-    rule: str = "today"  # across-days rule applied: stricter, today, pooled, or fixed (a given threshold)
+    rule: str = "today"  # across-days rule applied: stricter, today, pooled, margin, or fixed (a given one)
     threshold_today_z: float = float("nan")  # today's own threshold in noise units (pooled carries it)
-    days_pooled: int = 1  # pooled: days whose thresholds were averaged, today's included
+    days_pooled: int = 1  # pooled: days averaged; margin: days whose spread was looked at (today's included)
     pooled_z: float = float("nan")  # pooled: their mean (before the noise-margin floor)
     floor_z: float = float("nan")  # pooled, margin: yesterday's threshold_z minus the noise margin (NaN day 1)
     previous_z: tuple[float, ...] = ()  # pooled: the earlier days' own thresholds it was given (replay needs them)
@@ -188,6 +190,11 @@ def calibrate(
     elif rule == "margin" and math.isfinite(carried_z) and math.isfinite(today_z):
         se = quantile_standard_error((baseline_min + maxima - median) / sigma, target_fraction,
                                      independent=x.size / window_frames)
+        own = [z for z in previous_z if math.isfinite(z)][-(pool_days - 1):] if pool_days > 1 else []
+        own.append(today_z)
+        days_pooled = len(own)
+        if len(own) >= 3:  # a spread of fewer days says little
+            se = max(se, float(np.std(own, ddof=1)))
         floor_z = carried_z - NOISE_MARGIN_SE * se
         threshold = max(threshold_today, from_z(floor_z))
     threshold_z = to_z(threshold)
@@ -210,7 +217,7 @@ def calibrate(
         days_pooled=days_pooled,
         pooled_z=pooled_z,
         floor_z=floor_z,
-        previous_z=tuple(float(z) for z in previous_z) if rule == "pooled" else (),
+        previous_z=tuple(float(z) for z in previous_z) if rule in ("pooled", "margin") else (),
     )
 
 
@@ -246,7 +253,7 @@ def carry_state(result: CalibrationResult | None, carried: dict[str, Any] | None
     if result is None:
         return carried
     out: dict[str, Any] = {"threshold_z": result.threshold_z, "day": int(carried.get("day", 1)) + 1}
-    if result.rule == "pooled" or "daily_z" in carried:
+    if result.rule in ("pooled", "margin") or "daily_z" in carried:
         history = [float(z) for z in carried.get("daily_z", ())] + [result.threshold_today_z]
         out["daily_z"] = history[-max(1, pool_days - 1):] if pool_days > 1 else []
     return out

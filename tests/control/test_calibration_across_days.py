@@ -94,6 +94,17 @@ def test_the_margin_rule_refuses_a_drop_beyond_twice_todays_own_error():
     assert res.threshold_today_z < res.floor_z and res.threshold_z == pytest.approx(res.floor_z)
 
 
+def test_the_margin_widens_to_the_days_own_spread_once_three_days_are_known():
+    x = _baseline(8)
+    res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
+                    rng=np.random.default_rng(2), rule="margin", carried_z=6.0, previous_z=(1.0, 3.0), pool_days=3)
+    z = (res.baseline_min + res.window_maxima - res.baseline_median) / res.noise_sigma
+    within = quantile_standard_error(z, TARGET, independent=len(x) / WINDOW)
+    spread = float(np.std([1.0, 3.0, res.threshold_today_z], ddof=1))
+    assert spread > within and res.days_pooled == 3
+    assert res.floor_z == pytest.approx(6.0 - NOISE_MARGIN_SE * spread)
+
+
 def test_carried_state_keeps_the_last_days_and_the_study_rule_carries_what_it_always_did():
     class R:
         rule, threshold_z, threshold_today_z = "pooled", 1.5, 1.25
