@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Self
 
+from bcirig.devices.lineio import SerialLineIO
+
 log = logging.getLogger(__name__)
 
 __all__ = ["VELOCITY_SCALE", "AxisStatus", "LickportError", "LickportStatus", "ReplyFlag", "Setting",
@@ -155,7 +157,7 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
-class ZaberLickport:
+class ZaberLickport(SerialLineIO):
     """Driver for a Zaber linear stage carrying the lickport, on a pyserial-like port.
 
     Positions are millimetres from the home sensor (0 = fully retracted) and grow as the stage extends,
@@ -167,6 +169,8 @@ class ZaberLickport:
     message id; :meth:`home` and :meth:`wait_idle` wait up to ``move_timeout_s`` for the motion to end.
     Not thread-safe: one loop owns it.
     """
+
+    error = LickportError
 
     def __init__(self, port: Any, *, um_per_microstep: float, min_mm: float, max_mm: float,
                  max_speed_mm_s: float, device: int = 1, axis: int = 1, timeout_s: float = 0.25,
@@ -366,26 +370,6 @@ class ZaberLickport:
             why = _REJECTIONS.get(reply.data.split()[0], "see the Zaber ASCII protocol manual")
             raise LickportError(f"{self.name}: the stage refused {sent!r}: {reply.line!r} ({reply.data}: {why})")
         return reply
-
-    def _fail(self, what: str, exc: BaseException | None = None) -> LickportError:
-        return LickportError(f"{self.name}: {what}" + (f" ({exc})" if exc else ""))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self._port.write(data)
-            flush = getattr(self._port, "flush", None)
-            if flush is not None:
-                flush()
-        except (OSError, ValueError, TypeError) as exc:  # SerialException is an OSError
-            raise self._fail("cannot write to the port; is it unplugged or closed?", exc) from exc
-
-    def _read(self, block: bool) -> None:
-        try:
-            waiting = self._port.in_waiting
-            if waiting or block:
-                self._buf += self._port.read(max(1, waiting))
-        except (OSError, ValueError, TypeError) as exc:
-            raise self._fail("cannot read from the port; is it unplugged or closed?", exc) from exc
 
     def _drain(self) -> None:
         """Drop what arrived unasked (late replies, noise): a command's reply is the next line after it."""

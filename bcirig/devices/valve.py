@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from bcirig.devices.firmware_model import LIMIT_RANGES, FirmwareModel
+from bcirig.devices.lineio import SerialLineIO
 from bcirig.devices.wire import ARG_MAX, SEQ_MAX, DeviceEvent, Reply, Verb, format_command, parse_line
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ class _ValveBase:
             log.warning("%s: %s refused: %s", self.name, what, ack.error)
 
 
-class ValveController(_ValveBase):
+class ValveController(SerialLineIO, _ValveBase):
     """Driver for the AVR valve controller on a pyserial-like port (``read``, ``write``, ``in_waiting``).
 
     Not thread-safe: one loop owns it (commands block for one round trip, ``poll_licks`` never blocks).
@@ -314,6 +315,8 @@ class ValveController(_ValveBase):
     so a lost reply never causes a second reward. The driver sets ``port.timeout`` to a short read
     timeout (a blocking read with a real timeout, never a spin).
     """
+
+    error = ValveError
 
     def __init__(self, port: Any, *, ms_per_ul: float, timeout_s: float = 0.25, retries: int = 2) -> None:
         super().__init__(ms_per_ul=ms_per_ul)
@@ -330,26 +333,6 @@ class ValveController(_ValveBase):
             port.timeout = min(0.02, timeout_s)
 
     # ------------------------------------------------------------------------------------------ I/O
-    def _fail(self, what: str, exc: BaseException | None = None) -> ValveError:
-        return ValveError(f"{self.name}: {what}" + (f" ({exc})" if exc else ""))
-
-    def _write(self, data: bytes) -> None:
-        try:
-            self._port.write(data)
-            flush = getattr(self._port, "flush", None)
-            if flush is not None:
-                flush()
-        except (OSError, ValueError, TypeError) as exc:  # SerialException is an OSError
-            raise self._fail("cannot write to the port; is it unplugged or closed?", exc) from exc
-
-    def _read(self, block: bool) -> None:
-        try:
-            waiting = self._port.in_waiting
-            if waiting or block:
-                self._buf += self._port.read(max(1, waiting))
-        except (OSError, ValueError, TypeError) as exc:
-            raise self._fail("cannot read from the port; is it unplugged or closed?", exc) from exc
-
     def _lines(self) -> list[tuple[Reply | DeviceEvent | None, bytes, int]]:
         out = []
         while b"\n" in self._buf:
