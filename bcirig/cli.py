@@ -98,8 +98,8 @@ def _export(args: argparse.Namespace) -> int:
         for folder in export_suite2p(args.session, out):
             print(f"bcirig: wrote {folder}/ (stat.npy, F.npy, Fneu.npy, iscell.npy, ops.npy)")
         return 0
-    from bcirig.export.nwb import export_nwb, inspect, is_simulated
     from bcirig.export.common import load_session_data
+    from bcirig.export.nwb import export_nwb, inspect, is_simulated
 
     meta = {k: v for k, v in (("species", args.species), ("sex", args.sex), ("age", args.age),
                               ("indicator", args.indicator), ("location", args.location),
