@@ -36,11 +36,9 @@ from bcirig.messages import (
     ControlAction,
     Event,
     EventKind,
-    Feedback,
     Heartbeat,
     Log,
     NodeState,
-    Phase,
     Topic,
 )
 from bcirig.nodes import NodeSpec
@@ -343,7 +341,7 @@ class Supervisor:
                                 "is another session running on this rig? (or change bus.base_port)")
                 return self._result()
             sub = Subscriber(ctx, [eps[n] for n in self.nodes],
-                             [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT, Topic.FEEDBACK])
+                             [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT])
             self._start(self._specs(run_dir, eps, control, setup_path), self.session_dir)
             try:
                 self._await_ready(pub, router, sub)
@@ -410,7 +408,7 @@ class Supervisor:
         started = time.monotonic()
         self.last_seen = {n: started for n in self.nodes}
         next_beat = next_print = 0.0
-        latest: Feedback | None = None
+        latest: dict[str, int] | None = None  # the task's heartbeat counters: frame, baseline, readouts
         hits = trials = 0
         while True:
             now = time.monotonic()
@@ -418,9 +416,9 @@ class Supervisor:
                 pub.publish(Heartbeat(node="supervisor", state=NodeState.RUNNING))
                 next_beat = now + 0.1
             for msg in self._poll_messages(sub, 100):
-                if isinstance(msg, Feedback):
-                    latest = msg
-                    self.frames_decided += 1
+                if isinstance(msg, Heartbeat) and msg.src == "task" and "frame" in msg.counters:
+                    latest = msg.counters
+                    self.frames_decided = latest.get("readouts", 0)
                 elif isinstance(msg, Event):
                     if msg.name is EventKind.TRIAL_END:
                         trials += 1
@@ -443,15 +441,18 @@ class Supervisor:
                 self._print_progress(latest, trials, hits)
                 next_print = now + (1.0 if self.progress is not None and self.progress.isatty() else 10.0)
 
-    def _print_progress(self, fb: Feedback | None, trials: int, hits: int, final: bool = False) -> None:
-        if self.progress is None or fb is None:
+    def _print_progress(self, task: dict[str, int] | None, trials: int, hits: int, final: bool = False) -> None:
+        """From the task's heartbeat (10 Hz): the supervisor does not decode every frame's feedback, which
+        at 1 kHz cost a core's worth of time on the frame -> decision path."""
+        if self.progress is None or task is None:
             return
         p = self.protocol
-        if fb.phase is Phase.BASELINE:
-            text = f"baseline {fb.frame + 1}/{p.baseline.frames} frames"
+        frame = task.get("frame", -1)
+        if task.get("baseline"):
+            text = f"baseline {frame + 1}/{p.baseline.frames} frames"
         else:
             text = f"trials done {trials}/{p.trials.count}  hits {hits}"
-        line = f"  frame {fb.frame + 1:6d}  {text}"
+        line = f"  frame {frame + 1:6d}  {text}"
         if self.progress.isatty():
             self.progress.write("\r" + line.ljust(60) + ("\n" if final else ""))
         else:

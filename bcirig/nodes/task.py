@@ -12,7 +12,7 @@ import time
 from bcirig.config import load_protocol
 from bcirig.control import Task
 from bcirig.interfaces import TaskStep
-from bcirig.messages import Message, Readout
+from bcirig.messages import Message, Phase, Readout
 from bcirig.nodes.base import Node, NodeSpec
 
 STARTUP_GRACE_S = 5.0
@@ -45,6 +45,8 @@ class TaskNode(Node):
         stamps["task_in"] = t_in
         self._publish(step, stamps)
         self.counters["readouts"] = self.counters.get("readouts", 0) + 1
+        self.counters["frame"] = msg.frame  # the supervisor's progress line reads these from the heartbeat
+        self.counters["baseline"] = int(step.feedback.phase is Phase.BASELINE)
 
     def _publish(self, step: TaskStep, stamps: dict[str, int]) -> None:
         out = time.monotonic_ns()
