@@ -110,7 +110,7 @@ class Calibration:
                                 "units (the study's rule); today = today's alone; pooled = the mean of the last "
                                 "pool_days days' own thresholds in noise units, never lower than yesterday's by "
                                 "more than that mean's noise; margin = today's, never lower than yesterday's by "
-                                "more than today's own noise (bcirig.control.calibration)")
+                                "more than twice its noise (bcirig.control.calibration)")
     pool_days: int = spec(5, min=1, max=60, doc="across_days = 'pooled': days whose thresholds are pooled, today's "
                                                 "included")
     fixed_threshold: float | None = spec(None, min=0.0, max=1e6,
