@@ -111,8 +111,8 @@ class Calibration:
                                 "pool_days days' own thresholds in noise units, never lower than yesterday's by "
                                 "more than that mean's noise; margin = today's, never lower than yesterday's by "
                                 "more than twice its noise (bcirig.control.calibration)")
-    pool_days: int = spec(5, min=1, max=60, doc="across_days = 'pooled': days whose thresholds are pooled, today's "
-                                                "included")
+    pool_days: int = spec(5, min=1, max=60, doc="days looked back, today's included: 'pooled' averages their own "
+                                                "thresholds, 'margin' widens its margin to their spread")
     fixed_threshold: float | None = spec(None, min=0.0, max=1e6,
                                          doc="a threshold given, not calibrated (readout units above the baseline "
                                              "minimum; e.g. `bcirig replay --set`); absent = calibrate")
