@@ -23,6 +23,7 @@ test: env firmware lint
 lint: env
 	$(VENV)/bin/ruff check -q bcirig tests tools
 	$(VENV)/bin/mypy --no-error-summary
+	@$(VENV)/bin/lint-imports --no-cache > $(VENV)/lint-imports.log 2>&1 || { cat $(VENV)/lint-imports.log; exit 1; }
 
 bench: env
 	$(VENV)/bin/bcirig bench

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bcirig.decoder_params import check_decoder_table
 from bcirig.messages import Screen, Sound
 from bcirig.schema import MISSING, ConfigError, build, spec
 
@@ -196,14 +197,6 @@ class Safety:
 
 
 @dataclass(frozen=True)
-class Recording:
-    """What the session file keeps."""
-
-    frames: bool = spec(True, doc="store raw frames (needed for replay from pixels)")
-    flush_interval_s: float = spec(0.5, min=0.05, max=1.0)
-
-
-@dataclass(frozen=True)
 class SetupConfig:
     """The set-up phase before the baseline: the reference image and the ROIs, from live frames."""
 
@@ -222,6 +215,14 @@ class SetupConfig:
     min_alignment_quality: float = spec(0.5, min=-1.0, max=1.0,
                                         doc="day 2 on: a field matching the previous day's worse than this stops")
     max_alignment_px: float = spec(60.0, min=1.0, max=1000.0, doc="day 2 on: largest field offset searched")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the session file keeps."""
+
+    frames: bool = spec(True, doc="store raw frames (needed for replay from pixels)")
+    flush_interval_s: float = spec(0.5, min=0.05, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -419,9 +420,7 @@ def _check_protocol(p: Protocol, file: str) -> None:
     decoder = p.readout.decoder
     if not isinstance(decoder.get("name"), str):
         raise ConfigError(file, "readout.decoder.name", decoder.get("name"), "the name of a registered decoder")
-    from bcirig.processing.decoders import validate_decoder_config
-
-    validate_decoder_config(decoder, p, file)
+    check_decoder_table(decoder, p.readout.signal, file)
 
 
 def parse_protocol(text: str, file: str = "<protocol>") -> Protocol:

@@ -145,6 +145,7 @@ class Supervisor:
         self.progress = progress
         self.setup = setup  # None: decided in the set-up phase (or the simulated truth)
         self.setup_report: dict[str, Any] = {}
+        self._sub: Subscriber | None = None
         self.setup_skip = 0
         self.stop_requested = ""  # set from another thread (request_stop): end the session cleanly
         self.started = threading.Event()  # set once every node runs (a sender may start streaming then)
@@ -340,8 +341,8 @@ class Supervisor:
                 self.failure = (f"cannot bind the supervisor's endpoints ({eps['supervisor']}, {control}): {exc}; "
                                 "is another session running on this rig? (or change bus.base_port)")
                 return self._result()
-            sub = Subscriber(ctx, [eps[n] for n in self.nodes],
-                             [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT])
+            sub = self._sub = Subscriber(ctx, [eps[n] for n in self.nodes],
+                                         [Topic.HEARTBEAT, Topic.LOG, Topic.EVENT])
             self._start(self._specs(run_dir, eps, control, setup_path), self.session_dir)
             try:
                 self._await_ready(pub, router, sub)
@@ -352,6 +353,7 @@ class Supervisor:
                 self.failure = self.failure or str(exc)
             self._shutdown(pub, sub)
         finally:
+            self._sub = None
             ctx.destroy(linger=0)  # closes every socket first: term() with one open would block for ever
             shutil.rmtree(run_dir, ignore_errors=True)
         return self._result()
@@ -374,6 +376,12 @@ class Supervisor:
         """The node's published error; else (it died before its log reached us) the last line of its log."""
         if name in self.errors:
             return self.errors[name]
+        if self._sub is not None:  # its last words may still be in flight: a moment to receive them
+            deadline = time.monotonic() + 0.2
+            while name not in self.errors and time.monotonic() < deadline:
+                self._poll_messages(self._sub, 20)
+            if name in self.errors:
+                return self.errors[name]
         try:
             lines = (self.session_dir / f"{name}.log").read_text(errors="replace").strip().splitlines()
         except OSError:

@@ -24,6 +24,7 @@ terminal's Ctrl-C or hangup reaches only the supervisor, which stops them in ord
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -250,9 +251,32 @@ class Node:
         self.ctx.term()
 
 
+# kind -> (module, class); imported on use so a node process loads only what it runs.
+NODE_KINDS = {
+    "pipeline": ("bcirig.nodes.pipeline", "PipelineNode"),
+    "task": ("bcirig.nodes.task", "TaskNode"),
+    "valve": ("bcirig.nodes.valve", "ValveNode"),
+    "recorder": ("bcirig.nodes.recorder", "RecorderNode"),
+    "display": ("bcirig.nodes.display", "DisplayNode"),
+    "console": ("bcirig.nodes.console", "ConsoleNode"),
+}
+
+
+def node_class(kind: str) -> type[Node]:
+    """The Node subclass for ``kind``: a known kind, or ``"package.module:Class"`` (a test's faulty node)."""
+    if ":" in kind:
+        module, name = kind.split(":", 1)
+    elif kind in NODE_KINDS:
+        module, name = NODE_KINDS[kind]
+    else:
+        raise ValueError(f"unknown node kind {kind!r}; known: {', '.join(NODE_KINDS)}")
+    cls: type[Node] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+
 def node_main(spec_path: str) -> int:
     """Process entry point: build the node named in the spec, run it, report any failure."""
-    from bcirig.nodes import node_class
     from bcirig.threads import pin_blas_threads
 
     pin_blas_threads()

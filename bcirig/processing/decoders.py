@@ -20,14 +20,24 @@ before the session starts, so that every readout is valid.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from bcirig.config import Protocol
+from bcirig.decoder_params import (
+    DECODER_SCHEMAS,
+    EnsembleParams,
+    NoParams,
+    PcaParams,
+    SingleNeuronParams,
+    SpikeRateParams,
+    TwoPopulationParams,
+    WeightedParams,
+    check_decoder_table,
+    parse_decoder_table,
+)
 from bcirig.processing.rois import RoiError, RoiSet
-from bcirig.schema import ConfigError, build, spec
 
 DECODERS: dict[str, type[Decoder]] = {}
 
@@ -38,6 +48,10 @@ def register(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     def deco(cls: type[Decoder]) -> type[Decoder]:
         if name in DECODERS:
             raise ValueError(f"decoder {name!r} registered twice")
+        schema = DECODER_SCHEMAS.get(name)
+        if schema is None or schema.params is not cls.Params or schema.signal != cls.signal:
+            raise ValueError(f"decoder {name!r}: its parameters and signal must be declared in "
+                             "bcirig.decoder_params.DECODER_SCHEMAS (config validates protocols from there)")
         cls.NAME = name
         DECODERS[name] = cls
         return cls
@@ -45,9 +59,6 @@ def register(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     return deco
 
 
-@dataclass(frozen=True)
-class NoParams:
-    """A decoder without parameters."""
 
 
 class Decoder:
@@ -92,12 +103,6 @@ def _mean(values: np.ndarray, idx: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------ two populations
-@dataclass(frozen=True)
-class TwoPopulationParams:
-    """mean dF/F of group ``plus`` minus mean dF/F of group ``minus`` (Francioni 2026)."""
-
-    plus: str = spec("P+", doc="group that must increase")
-    minus: str = spec("P-", doc="group that must decrease; '' = one-population readout")
 
 
 @register("two_population")
@@ -118,14 +123,6 @@ class TwoPopulation(Decoder):
 
 
 # ------------------------------------------------------------------------------------------- ensemble
-@dataclass(frozen=True)
-class EnsembleParams:
-    """Ensemble difference (Clancy 2014, Vendrell-Llopis 2022, HoloBMI)."""
-
-    e1: str = spec("E1")
-    e2: str = spec("E2")
-    order: str = spec("E2-E1", choices=("E2-E1", "E1-E2"))
-    e1_max: float | None = spec(None, doc="HoloBMI E1 constraint: mean E1 dF/F above this caps the readout at 0")
 
 
 @register("ensemble")
@@ -150,11 +147,6 @@ class Ensemble(Decoder):
 
 
 # -------------------------------------------------------------------------------------- single neuron
-@dataclass(frozen=True)
-class SingleNeuronParams:
-    """The conditioned neuron (Daie / Svoboda BCI)."""
-
-    roi: str = spec(doc="name of the conditioned neuron's ROI")
 
 
 @register("single_neuron")
@@ -183,11 +175,6 @@ def _named(rois: RoiSet, name: str, decoder: str, key: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------- weighted
-@dataclass(frozen=True)
-class WeightedParams:
-    """A linear readout with one weight per named ROI."""
-
-    weights: dict[str, Any] = spec(doc="ROI name -> weight")
 
 
 @register("weighted")
@@ -207,13 +194,6 @@ class Weighted(Decoder):
 
 
 # ------------------------------------------------------------------------------------------------ pca
-@dataclass(frozen=True)
-class PcaParams:
-    """Projection of the population onto a principal component of the baseline (CLOOSE dynamics mode)."""
-
-    group: str = spec("", doc="group of somata used; '' = every soma on the BCI plane")
-    component: int = spec(0, min=0, max=100, doc="0 = first principal component")
-    fit_frames: int = spec(0, min=0, doc="fit after this many valid frames; 0 = baseline.frames // 2")
 
 
 @register("pca")
@@ -264,16 +244,6 @@ class Pca(Decoder):
 
 
 # ----------------------------------------------------------------------------------------- spike rate
-@dataclass(frozen=True)
-class SpikeRateParams:
-    """Voltage imaging: high-pass filter, threshold at N standard deviations, count spikes."""
-
-    group: str = spec("P+", doc="somata whose summed spike rate is the readout")
-    minus: str = spec("", doc="optional group whose spike rate is subtracted")
-    threshold_sd: float = spec(3.0, min=0.5, max=50.0)
-    highpass_frames: int = spec(10, min=2, max=100000, doc="high-pass = F minus its moving mean over this many frames")
-    rate_frames: int = spec(100, min=1, max=100000, doc="spikes are counted over this many frames")
-    sd_frames: int = spec(1000, min=10, max=1000000, doc="noise SD estimated over this many frames")
 
 
 @register("spike_rate")
@@ -323,28 +293,13 @@ class SpikeRate(Decoder):
 
 # --------------------------------------------------------------------------------------- config check
 def _parse(decoder_table: dict[str, Any], file: str) -> tuple[type[Decoder], Any]:
-    name = decoder_table.get("name")
-    cls = DECODERS.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise ConfigError(file, "readout.decoder.name", name, "one of " + ", ".join(repr(n) for n in DECODERS))
-    params = {k: v for k, v in decoder_table.items() if k != "name"}
-    return cls, build(cls.Params, params, file, "readout.decoder")
+    name, params = parse_decoder_table(decoder_table, file)
+    return DECODERS[name], params
 
 
 def validate_decoder_config(decoder_table: dict[str, Any], protocol: Protocol, file: str) -> None:
-    """Check ``[readout.decoder]``: known name, known parameters of the right type and range."""
-    cls, params = _parse(decoder_table, file)
-    if isinstance(params, WeightedParams):
-        if not params.weights:
-            raise ConfigError(file, "readout.decoder.weights", {}, "at least one ROI name = weight")
-        for roi, weight in params.weights.items():
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not np.isfinite(weight):
-                raise ConfigError(file, f"readout.decoder.weights.{roi}", weight, "a finite number")
-    if protocol.readout.signal != cls.signal:
-        raise ConfigError(
-            file, "readout.signal", protocol.readout.signal,
-            f"{cls.signal!r} for decoder {cls.NAME!r} (spike_rate signal goes with the spike_rate decoder)",
-        )
+    """Check ``[readout.decoder]`` (see :func:`bcirig.decoder_params.validate_decoder_config`)."""
+    check_decoder_table(decoder_table, protocol.readout.signal, file)
 
 
 def make_decoder(protocol: Protocol, rois: RoiSet) -> Decoder:
