@@ -12,13 +12,19 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb octave octave-instrument-control
 FIRMWARE := hardware/valve-controller
 
-.PHONY: demo test env sysdeps firmware lint bench clean
+.PHONY: demo test test-shuffled env sysdeps firmware lint bench clean
 
 demo: env firmware
 	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(VENV)/bin/bcirig demo
 
 test: env firmware lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The suite in a random order (pytest-random-order), to catch tests that depend on what ran before:
+# make test-shuffled SEED=123 (CI keeps the fixed order of `make test`).
+test-shuffled: env firmware
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider --random-order-bucket=global \
+	  --random-order-seed=$${SEED:-$$$$} $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check -q bcirig tests tools
