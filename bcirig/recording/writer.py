@@ -23,7 +23,7 @@ import bcirig
 from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Readout
 from bcirig.recording import layout
 
-ROOM_MARGIN_BYTES = 1 << 20
+ROOM_MARGIN_BYTES = 256 << 10
 
 
 class DiskFullError(OSError):
@@ -184,18 +184,21 @@ class SessionWriter:
         except OSError:  # a full disk may refuse even the attribute: the file still opens as it was
             pass
 
-    def _check_room(self) -> None:
-        """Refuse a flush the disk (or the process's file-size limit) has no room for: HDF5 writing into a
-        full disk can corrupt the file or crash the process, while refusing keeps the last flush intact."""
-        pending = sum(len(rows) * self.row_bytes[t] for t, rows in self.buffers.items())
-        pending += sum(f.nbytes for f in self.frame_buffer) + 16 * len(self.frame_index_buffer)
-        needed = 2 * pending + ROOM_MARGIN_BYTES  # chunks, metadata and compression slack
+    def _room(self) -> int:
+        """Bytes the file may still grow by: free disk, or the process's file-size limit if lower."""
         free = shutil.disk_usage(self.path.parent).free
         limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
         if limit != resource.RLIM_INFINITY:
             free = min(free, limit - self.path.stat().st_size)
+        return int(free)
+
+    def _check_room(self, pending: int, what: str) -> None:
+        """Refuse a write the disk (or the file-size limit) has no room for: HDF5 writing into a full disk
+        can corrupt the file or crash the process, while refusing keeps what was flushed intact."""
+        needed = 2 * pending + ROOM_MARGIN_BYTES  # chunks, metadata and compression slack
+        free = self._room()
         if free < needed:
-            raise DiskFullError(f"{self.path}: no room to record (needs ~{needed / 1e6:.1f} MB, "
+            raise DiskFullError(f"{self.path}: no room to record {what} (needs ~{needed / 1e6:.1f} MB, "
                                 f"{max(free, 0) / 1e6:.1f} MB free); the file keeps everything up to its last flush")
 
     def _event(self, msg: Event) -> None:
@@ -231,8 +234,12 @@ class SessionWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Append all buffered rows and make them visible to SWMR readers; DiskFullError if there is no room."""
-        self._check_room()
+        """Append all buffered rows and make them visible to SWMR readers; DiskFullError if there is no room.
+
+        The tables (every value a decision used, small) go first; the raw frames (large) only if they fit
+        as well, so a filling disk costs frames before it costs any decision.
+        """
+        self._check_room(sum(len(rows) * self.row_bytes[t] for t, rows in self.buffers.items()), "the tables")
         for table, rows in self.buffers.items():
             if not rows:
                 continue
@@ -246,6 +253,12 @@ class SessionWriter:
                 ds[n0:] = data
             rows.clear()
         if self.frame_index_buffer:
+            try:
+                self._check_room(sum(f.nbytes for f in self.frame_buffer) + 16 * len(self.frame_index_buffer),
+                                 f"{len(self.frame_index_buffer)} raw frames")
+            except DiskFullError:
+                self.f.flush()  # the tables written above are kept
+                raise
             idx = self.f["frame_index"]
             n0 = idx.shape[0]
             idx.resize(n0 + len(self.frame_index_buffer), axis=0)
