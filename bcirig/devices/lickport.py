@@ -310,20 +310,7 @@ class ZaberLickport(SerialLineIO):
 
     def close(self) -> None:
         """Stop the stage (best effort), then close the port. Safe to call twice."""
-        if self._closed:
-            return
-        retries, self.retries = self.retries, 0
-        try:
-            self._do_stop()
-        except LickportError as exc:
-            log.warning("%s: could not stop the stage before closing the port: %s", self.name, exc)
-        finally:
-            self.retries = retries
-            self._closed = True
-            try:
-                self._port.close()
-            except OSError as exc:
-                log.warning("%s: closing the port failed: %s", self.name, exc)
+        self._close_safely(self._do_stop, "stop the stage")
 
     def __enter__(self) -> Self:
         return self

@@ -6,7 +6,11 @@ buffer; what differs is the reply grammar and the error type, which each driver 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class SerialLineIO:
@@ -19,7 +23,27 @@ class SerialLineIO:
     name: str
     _port: Any
     _buf: bytearray
+    _closed: bool
+    retries: int
     error: type[Exception] = RuntimeError
+
+    def _close_safely(self, make_safe: Callable[[], object], what: str) -> None:
+        """Leave the device safe (one try, no retries: the port may be gone), then close the port; twice is
+        harmless. A failure is logged, never raised: closing must always release the port."""
+        if self._closed:
+            return
+        retries, self.retries = self.retries, 0
+        try:
+            make_safe()
+        except self.error as exc:
+            log.warning("%s: could not %s before closing the port: %s", self.name, what, exc)
+        finally:
+            self.retries = retries
+            self._closed = True
+            try:
+                self._port.close()
+            except OSError as exc:
+                log.warning("%s: closing the port failed: %s", self.name, exc)
 
     def _fail(self, what: str, exc: BaseException | None = None) -> Exception:
         return self.error(f"{self.name}: {what}" + (f" ({exc})" if exc else ""))

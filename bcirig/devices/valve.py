@@ -428,20 +428,7 @@ class ValveController(SerialLineIO, _ValveBase):
 
     def close(self) -> None:
         """Close the valve (best effort), then the port. Safe to call twice."""
-        if self._closed:
-            return
-        try:
-            retries, self.retries = self.retries, 0
-            self.close_valve()
-        except ValveError as exc:
-            log.warning("%s: could not close the valve before closing the port: %s", self.name, exc)
-        finally:
-            self.retries = retries
-            self._closed = True
-            try:
-                self._port.close()
-            except OSError as exc:
-                log.warning("%s: closing the port failed: %s", self.name, exc)
+        self._close_safely(self.close_valve, "close the valve")
 
 
 class SimulatedValveController(_ValveBase):
