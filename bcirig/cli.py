@@ -261,28 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+")
     sp.set_defaults(func=_validate)
 
-    sp = sub.add_parser("bench", help="latency and throughput benchmarks (see --help of the subcommand)",
-                        add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=_bench)
-
-    sp = sub.add_parser("simulate", help="days of training of simulated mice", add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=_simulate)
-
-    sp = sub.add_parser("send", help="stream a movie to a rig as a microscope would (bcirig frame protocol)",
-                        add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=_send)
-
-    sp = sub.add_parser("keys", help="make a CurveZMQ key pair for the rig or a sender", add_help=False)
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=_keys)
+    for name, text in PASS_THROUGH_HELP.items():  # each parses its own options (see PASS_THROUGH)
+        sp = sub.add_parser(name, help=text, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=PASS_THROUGH[name])
     return p
 
 
 # subcommands with their own argument parsers
 PASS_THROUGH = {"bench": _bench, "simulate": _simulate, "send": _send, "keys": _keys}
+PASS_THROUGH_HELP = {
+    "bench": "latency and throughput benchmarks (see --help of the subcommand)",
+    "simulate": "days of training of simulated mice",
+    "send": "stream a movie to a rig as a microscope would (bcirig frame protocol)",
+    "keys": "make a CurveZMQ key pair for the rig or a sender",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
