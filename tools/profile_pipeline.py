@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bcirig.bench import bench_protocol, prefill_f0
+from bcirig.bench.common import bench_protocol
+from bcirig.bench.pipeline import prefill_f0
 from bcirig.processing import Pipeline
 from bcirig.processing.synthetic import make_movie
 

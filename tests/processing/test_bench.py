@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcirig.bench import bench_protocol, report
+from bcirig.bench import report
+from bcirig.bench.common import bench_protocol
 from bcirig.processing import Pipeline
 from bcirig.processing.naive import NaivePipeline
 from bcirig.processing.pipeline import Motion
@@ -56,7 +57,7 @@ def test_report_marks_met_and_missed_targets() -> None:
 
 @pytest.mark.slow
 def test_frames_sent_by_bcirig_send_each_get_a_readout_and_a_decision(tmp_path: Path) -> None:
-    from bcirig.bench_live import chain
+    from bcirig.bench.live import chain
 
     r = chain(64, 64, 4, 100.0, 60, tmp_path)
     assert r["errors"] == [] and r["session_error"] == ""
@@ -68,7 +69,7 @@ def test_frames_sent_by_bcirig_send_each_get_a_readout_and_a_decision(tmp_path: 
 
 @pytest.mark.slow
 def test_each_way_in_delivers_a_512x796_frame_identical(tmp_path: Path) -> None:
-    from bcirig.bench_live import transfer
+    from bcirig.bench.live import transfer
 
     for kind in ("socket", "zmq", "tcp", "cloose"):
         r = transfer(kind, n=12, rate_hz=200.0)

@@ -110,7 +110,7 @@ def test_a_known_20_px_shift_of_the_benchmark_movie_is_unbiased_within_0_02_px()
 
 
 def test_rms_error_on_the_benchmark_movie_is_at_most_0_03_px() -> None:
-    from bcirig.bench import registration_accuracy
+    from bcirig.bench.pipeline import registration_accuracy
 
     result = registration_accuracy(100)  # `bcirig bench --sections registration`: 100 frames, shifts +-20 px
     assert result["rms_px"] <= 0.03, result  # was 0.082: a bias of -0.5% of the shift and a 0.1-px grid

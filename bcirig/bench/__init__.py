@@ -10,7 +10,7 @@ Sections (all on synthetic movies with known motion, :mod:`bcirig.processing.syn
 * ``replay``   — offline throughput, 512x512, 10 ROIs: one thread, and registration on a second thread.
 * ``registration`` — RMS error of the estimated shift against the known shifts (+-20 px, Poisson noise).
 * ``transfer`` — a 512 x 796 frame through each way in, beside a bare socket and CLOOSE's figure
-  (:mod:`bcirig.bench_live`);
+  (:mod:`bcirig.bench.live`);
 * ``live``     — ``bcirig send`` -> a whole realtime session: sent -> readout, sent -> feedback, drops.
 
 Targets are reported, never asserted: shared machines drift, which is why ratios are measured in the
@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-import numpy as np
-
-from bcirig.config import Protocol, parse_protocol
+from bcirig.bench.common import bench_protocol
+from bcirig.bench.pipeline import (
+    CASES,
+    paced_latency,
+    prefill_f0,
+    registration_accuracy,
+    replay_throughput,
+    versus_numpy,
+)
 from bcirig.processing import Pipeline
-from bcirig.processing.naive import NaivePipeline
-from bcirig.processing.replay import replay
 from bcirig.processing.synthetic import Movie, make_movie
 
 # Wall-clock latency includes waiting for a core when other processes load the machine; the CPU
@@ -47,132 +50,6 @@ TARGETS: dict[str, Any] = {
     "live": {"512x796@30Hz 10 ROIs": {"path": "sent_to_readout", "median_ms": 2.5, "p99_ms": 5.0},
              "128x128@1kHz 10 ROIs": {"path": "sent_to_feedback", "median_ms": 3.0, "p99_ms": 3.0, "drops": 0}},
 }
-
-CASES = [  # name, height, width, rois, rate_hz
-    ("512x512@30Hz 10 ROIs", 512, 512, 10, 30.0),
-    ("512x512@30Hz 500 ROIs", 512, 512, 500, 30.0),
-    ("128x128@1kHz 10 ROIs", 128, 128, 10, 1000.0),
-]
-
-
-def bench_protocol_text(height: int, width: int, rate_hz: float) -> str:
-    """TOML of the default (Francioni 2026) processing settings on a frame of this size."""
-    return f"""
-[protocol]
-name = "bench"
-[imaging]
-height = {height}
-width = {width}
-frame_rate_hz = {rate_hz}
-[registration]
-upsample = 10
-max_shift_px = 20.0
-"""
-
-
-def bench_protocol(height: int, width: int, rate_hz: float) -> Protocol:
-    """The default (Francioni 2026) processing settings on a frame of this size."""
-    return parse_protocol(bench_protocol_text(height, width, rate_hz), "<bench>")
-
-
-def prefill_f0(pipe: Pipeline, movie: Movie) -> None:
-    """Fill the F0 window with plausible values so the percentile runs at steady-state cost."""
-    rng = np.random.default_rng(0)
-    r = pipe.process(movie.frames[0], 0)
-    level = np.asarray(r.F, np.float64) - pipe.neuropil_coefficient * np.asarray(r.neuropil, np.float64)
-    for _ in range(pipe.f0.window):
-        pipe.f0.update(level * (1 + 0.05 * rng.standard_normal(len(level))))
-
-
-def stats_ms(ns: list[int] | np.ndarray) -> dict[str, float]:
-    """median, p99, max in ms of nanosecond durations."""
-    a = np.asarray(ns, np.float64) / 1e6
-    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
-
-
-def paced_latency(pipe: Pipeline, movie: Movie, n: int, rate_hz: float) -> dict[str, Any]:
-    """Frames handed over at ``rate_hz``; latency from each frame's scheduled arrival to its readout."""
-    period = int(1e9 / rate_hz)
-    lat, cpu, stages, late = [], [], [], 0
-    k = len(movie.frames)
-    start = time.monotonic_ns() + period
-    for i in range(n):
-        due = start + i * period
-        wait = due - time.monotonic_ns()
-        if wait > 0:
-            time.sleep(wait / 1e9)
-        c0 = time.thread_time_ns()
-        r = pipe.process(movie.frames[i % k], i + 1, due)
-        done = time.monotonic_ns()
-        cpu.append(time.thread_time_ns() - c0)
-        lat.append(done - due)
-        late += done > due + period
-        t = r.t_ns
-        stages.append((t["registered"] - t["arrive"], t["extracted"] - t["registered"], t["decoded"] - t["extracted"]))
-    s = np.median(np.array(stages), axis=0) / 1e6
-    return {
-        **stats_ms(lat), "frames": n, "late": int(late), "cpu_median_ms": float(np.median(cpu)) / 1e6,
-        "stage_median_ms": {"register": float(s[0]), "extract": float(s[1]), "f0_dff_decode": float(s[2])},
-    }
-
-
-def versus_numpy(pipe: Pipeline, movie: Movie, n: int) -> dict[str, float]:
-    """Median per-frame time of bcirig and of the plain NumPy pipeline, alternating frame by frame."""
-    p = pipe.protocol
-    naive = NaivePipeline(
-        pipe.rois, pipe.reference, window=p.f0_window_frames, percentile=p.readout.f0.percentile,
-        coefficient=p.readout.neuropil_coefficient, inner=p.readout.neuropil_inner_px,
-        outer=p.readout.neuropil_outer_px, smooth=p.readout.smoothing.frames,
-    )
-    rng = np.random.default_rng(1)
-    for _ in range(p.f0_window_frames):  # same steady state as bcirig's prefilled F0
-        naive.window.append(np.abs(rng.normal(1000, 50, len(pipe.rois))).astype(np.float32))
-    ours, theirs = [], []
-    k = len(movie.frames)
-    for i in range(n):
-        frame = movie.frames[i % k]
-        t0 = time.perf_counter_ns()
-        pipe.process(frame, i)
-        t1 = time.perf_counter_ns()
-        naive.process(frame)
-        t2 = time.perf_counter_ns()
-        ours.append(t1 - t0)
-        theirs.append(t2 - t1)
-    a, b = float(np.median(ours)) / 1e6, float(np.median(theirs)) / 1e6
-    return {"bcirig_median_ms": a, "numpy_median_ms": b, "speedup": b / a, "frames": n}
-
-
-def replay_throughput(movie: Movie, n: int) -> dict[str, float]:
-    """Offline frames/s, 512x512 10 ROIs: sequential, and with registration on a second thread."""
-    out: dict[str, float] = {}
-    frames = [movie.frames[i % len(movie.frames)] for i in range(n)]
-    for label, workers in (("sequential_fps", 0), ("two_threads_fps", 1)):
-        pipe = Pipeline(bench_protocol(512, 512, 30.0), movie.rois, movie.reference)
-        t0 = time.perf_counter()
-        if workers:
-            for _ in replay(pipe, frames, workers=workers):
-                pass
-        else:
-            for i, f in enumerate(frames):
-                pipe.process(f, i)
-        out[label] = n / (time.perf_counter() - t0)
-    out["frames"] = n
-    return out
-
-
-def registration_accuracy(n: int) -> dict[str, float]:
-    """RMS error (px) against known shifts up to +-20 px, 512x512, ~10 background photons per pixel."""
-    movie = make_movie(n, 512, 512, 10, max_shift=20.0, seed=7)
-    pipe = Pipeline(bench_protocol(512, 512, 30.0), movie.rois, movie.reference)
-    est = np.array([pipe.process(f, i).shift for i, f in enumerate(movie.frames)], np.float64)
-    err = est - movie.shifts
-    return {
-        "rms_px": float(np.sqrt(np.mean(err**2))),  # per axis
-        "rms_euclidean_px": float(np.sqrt(np.mean(np.sum(err**2, axis=1)))),
-        "max_abs_px": float(np.abs(err).max()),
-        "frames": n,
-    }
-
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections; returns the JSON-ready results."""
@@ -198,11 +75,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "registration" in sections:
         results["registration"] = registration_accuracy(30 if quick else 100)
     if "transfer" in sections:
-        from bcirig.bench_live import transfers
+        from bcirig.bench.live import transfers
 
         results["transfer"] = transfers(quick=quick)
     if "live" in sections:
-        from bcirig.bench_live import chains
+        from bcirig.bench.live import chains
 
         results["live"] = chains(quick=quick)
     return results
@@ -244,7 +121,7 @@ def report(results: dict[str, Any]) -> str:
             r["rms_px"] <= target)
         row("registration max |error| px", r["max_abs_px"], "", None)
     if "transfer" in results:
-        from bcirig.bench_live import CLOOSE_MS
+        from bcirig.bench.live import CLOOSE_MS
 
         lines.append(f"transfer of one 512x796 uint16 frame over loopback (CLOOSE: {CLOOSE_MS['one_pc']} ms on one PC)")
         for kind, r in results["transfer"].items():

@@ -172,7 +172,7 @@ def transfers(quick: bool = False) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------- whole chain
 def _protocol_text(h: int, w: int, rate_hz: float, frames: int) -> str:
-    from bcirig.bench import bench_protocol_text
+    from bcirig.bench.common import bench_protocol_text
 
     # a baseline longer than the run: every frame goes through pipeline and task, none ends the session
     return bench_protocol_text(h, w, rate_hz) + f"""
