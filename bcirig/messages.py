@@ -96,6 +96,7 @@ class Action(enum.StrEnum):
     OPTO = "opto"
     REWARD_OPTO = "reward_opto"
     CLOSE = "close"
+    FLUSH = "flush"  # open the valve for ``Command.open_ms`` (priming the line; an operator's command)
 
 
 class EventKind(enum.StrEnum):
@@ -111,6 +112,7 @@ class EventKind(enum.StrEnum):
     BAD_FRAME = "bad_frame"
     SOURCE_LINK = "source_link"  # the microscope's link went down or came back (counts, last error)
     SAFE_STATE = "safe_state"
+    OPERATOR = "operator"  # the task applied (or refused) an experimenter's command on this frame
     SESSION_END = "session_end"
 
 
@@ -130,6 +132,24 @@ class ControlAction(enum.StrEnum):
     START = "start"  # every node reported ready: begin
     SAFE = "safe"  # a node died: stop rewarding, grey the screen
     STOP = "stop"  # drain, publish a final heartbeat, exit
+    OPERATOR = "operator"  # an experimenter's command (``Control.command``), forwarded to the task
+
+
+class OperatorCommand(enum.StrEnum):
+    """What the experimenter can ask of a running session (console -> supervisor -> task).
+
+    The supervisor acknowledges each request to the console and broadcasts it as a ``Control`` with
+    ``action = OPERATOR``; the task applies it on its next frame and records that as an ``operator``
+    event (frame, command, id, whether it was applied and why not), which replay re-applies.
+    """
+
+    NONE = "none"
+    START_BASELINE = "start_baseline"  # a phase with ``start = "operator"`` waits for this (or START_TRIALS)
+    START_TRIALS = "start_trials"
+    PAUSE = "pause"  # grey screen, no evaluation, no reward, until RESUME
+    RESUME = "resume"
+    REWARD = "reward"  # a manual reward of ``Control.value`` ul (0: the protocol's volume)
+    FLUSH = "flush"  # open the valve for ``Control.value`` ms to prime the line
 
 
 @dataclass(kw_only=True)
@@ -219,6 +239,7 @@ class Command(Message):
     action: Action
     reward_ul: float = 0.0
     opto_ms: float = 0.0
+    open_ms: float = 0.0  # FLUSH only
 
 
 @dataclass(kw_only=True)
@@ -286,6 +307,9 @@ class Control(Message):
 
     action: ControlAction
     reason: str = ""
+    command: OperatorCommand = OperatorCommand.NONE  # with action OPERATOR
+    command_id: int = 0  # the supervisor's number for the request (its acknowledgement names it)
+    value: float = 0.0  # REWARD: ul; FLUSH: ms
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
