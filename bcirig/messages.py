@@ -225,6 +225,8 @@ class Feedback(Message):
     opto: bool = False
     readout_norm: float = float("nan")  # readout minus the baseline minimum
     threshold: float = float("nan")
+    lickport_mm: float = float("nan")  # lickport feedback: where the task puts the port (mm travelled toward the mouse)
+    lickport_speed_mm_s: float = float("nan")  # ... and the speed it moves it at on this frame
 
 
 @dataclass(kw_only=True)
