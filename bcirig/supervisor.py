@@ -31,6 +31,7 @@ from bcirig.acquisition.assembler import FrameAssembler
 from bcirig.acquisition.factory import make_source
 from bcirig.bus import Publisher, Subscriber, endpoints
 from bcirig.config import load_protocol, load_rig
+from bcirig.control_plane import READY, REQUEST, STOP, Answer, OperatorDesk, write_endpoints
 from bcirig.messages import (
     Control,
     ControlAction,
@@ -58,12 +59,17 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
-    "console": (["pipeline", "task"], ["readout", "feedback", "event"], ["pipeline", "task"]),
+    # console: upstream is every node (their heartbeats); its data arrives on its own receiver thread
+    "console": (["pipeline", "task"], ["readout", "feedback", "event", "frame", "command", "ack"],
+                ["pipeline", "task"]),
 }
 # Lower CPU priority for nodes off the frame -> decision path: on a 2-core rig a recorder's flush (a
 # second of frames at once) or a console redraw must wait for the pipeline and the task, not they for it.
 # Their queues are unbounded (recorder) or bounded for display only (console), so they only lag.
 NICE = {"recorder": 5, "console": 10}
+# Nodes that only show the session to the operator: one that exits, crashes or hangs is logged and left
+# out; the session goes on, since nothing in the loop or the recording depends on it.
+DISPLAY_ONLY = frozenset({"console"})
 STARTUP_TIMEOUT_S = 60.0
 SETUP_TIMEOUT_S = 30.0  # set-up phase: this long without a usable frame is an error
 SILENCE_TIMEOUT_S = 5.0
@@ -156,6 +162,9 @@ class Supervisor:
         self.failure = ""
         self.session_dir = Path()
         self.session_path = Path()
+        self.desk = OperatorDesk(self.rig)  # the operator's requests (bcirig.control_plane)
+        self.task_frame = -1  # the task's last frame, from its heartbeat: when a request arrived
+        self.lost_displays: set[str] = set()
         self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == "qt" else ())
                                        + (("console",) if console else ()))
 
@@ -167,6 +176,8 @@ class Supervisor:
             if name == "recorder":  # the GUI nodes' final counters go into the file too
                 gui = [n for n in ("display", "console") if n in self.nodes]
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
+            if name == "console":  # every node's heartbeat: the operator sees each node's health
+                upstream = [n for n in self.nodes if n != "console"]
             opts = dict(self.node_options.get(name, {}))
             if name == "pipeline":  # the simulated microscope goes on after the frames the set-up saw
                 opts.update(day=self.day, skip=self.setup_skip)
@@ -201,6 +212,8 @@ class Supervisor:
             )
             log.close()
         (log_dir / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
+        write_endpoints(log_dir, specs[0].endpoints, specs[0].control, specs[0].protocol_path, specs[0].rig_path,
+                        os.getpid())  # for `bcirig console SESSION_DIR`
 
     # ------------------------------------------------------------------ set-up phase
     def _decide_setup(self) -> tuple[Setup, np.ndarray | None]:
@@ -348,12 +361,13 @@ class Supervisor:
                 self._await_ready(pub, router, sub)
                 pub.publish(Control(action=ControlAction.START))
                 self.started.set()
-                self._monitor(pub, sub)
+                self._monitor(pub, sub, router)
             except SessionError as exc:
                 self.failure = self.failure or str(exc)
             self._shutdown(pub, sub)
         finally:
             self._sub = None
+            (self.session_dir / "endpoints.json").unlink(missing_ok=True)
             ctx.destroy(linger=0)  # closes every socket first: term() with one open would block for ever
             shutil.rmtree(run_dir, ignore_errors=True)
         return self._result()
@@ -391,19 +405,55 @@ class Supervisor:
     def _check_processes(self, allow_exit: bool = False) -> None:
         for name, proc in self.procs.items():
             code = proc.poll()
+            if code is not None and name in DISPLAY_ONLY:
+                self._lose_display(name, _describe_exit(code))
+                continue
             if code is not None and (code != 0 or not allow_exit):
                 err = self._last_error(name)
                 raise SessionError(f"node '{name}' died ({_describe_exit(code)}): {err}; "
                                    f"log: {self.session_dir / (name + '.log')}")
 
+    def _lose_display(self, name: str, why: str) -> None:
+        """A display-only node is gone: one logged line, and the session goes on without it."""
+        if name in self.lost_displays:
+            return
+        self.lost_displays.add(name)
+        self.last_seen.pop(name, None)
+        if self.progress is not None:
+            self.progress.write(f"\nbcirig: the {name} is gone ({why}; log: {self.session_dir / (name + '.log')}); "
+                                "the session goes on without it\n")
+            self.progress.flush()
+
+    def _serve_operator(self, router: zmq.Socket, pub: Publisher | None, running: bool) -> None:
+        """Answer every waiting console request; broadcast the accepted ones (bcirig.control_plane)."""
+        while router.poll(0):
+            parts = router.recv_multipart()
+            ident, kind = parts[0], parts[1] if len(parts) > 1 else b""
+            if kind == READY:
+                continue
+            t_request = time.monotonic_ns()
+            if kind != REQUEST or len(parts) != 3:
+                answer, ctl = Answer("?", False, f"refused: not a request ({kind[:20]!r})"), None
+            else:
+                answer, ctl = self.desk.decide(parts[2], running=running, frame=self.task_frame,
+                                               t_request_ns=t_request, source=ident.decode(errors="replace"))
+            if ctl is not None and pub is not None:
+                pub.publish(ctl)
+            elif answer.ok and answer.command == STOP:
+                self.request_stop(f"stopped by the operator ({ident.decode(errors='replace')})")
+            router.send_multipart([ident, *answer.encode()])
+
     def _await_ready(self, pub: Publisher, router: zmq.Socket, sub: Subscriber) -> None:
         ready: set[str] = set()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while ready < set(self.nodes):
+        while ready < set(self.nodes) - self.lost_displays:
             pub.publish(Heartbeat(node="supervisor", state=NodeState.STARTING))
             if router.poll(50):
-                ident, _msg = router.recv_multipart()
-                ready.add(ident.decode())
+                parts = router.recv_multipart()
+                if parts[1:] == [READY]:
+                    ready.add(parts[0].decode())
+                else:  # an attached console asking before the session runs
+                    router.send_multipart([parts[0], *Answer("?", False, "refused: the session is starting").encode()])
             self._poll_messages(sub, 0)
             self._check_processes()
             if self.stop_requested:
@@ -412,9 +462,9 @@ class Supervisor:
                 missing = ", ".join(sorted(set(self.nodes) - ready))
                 raise SessionError(f"nodes not ready after {STARTUP_TIMEOUT_S:.0f} s: {missing}")
 
-    def _monitor(self, pub: Publisher, sub: Subscriber) -> None:
+    def _monitor(self, pub: Publisher, sub: Subscriber, router: zmq.Socket | None = None) -> None:
         started = time.monotonic()
-        self.last_seen = {n: started for n in self.nodes}
+        self.last_seen = {n: started for n in self.nodes if n not in self.lost_displays}
         next_beat = next_print = 0.0
         latest: dict[str, int] | None = None  # the task's heartbeat counters: frame, baseline, readouts
         hits = trials = 0
@@ -427,6 +477,7 @@ class Supervisor:
                 if isinstance(msg, Heartbeat) and msg.src == "task" and "frame" in msg.counters:
                     latest = msg.counters
                     self.frames_decided = latest.get("readouts", 0)
+                    self.task_frame = latest.get("frame", -1)
                 elif isinstance(msg, Event):
                     if msg.name is EventKind.TRIAL_END:
                         trials += 1
@@ -439,10 +490,16 @@ class Supervisor:
                         self._print_progress(latest, trials, hits, final=True)
                         return
             self._check_processes()
+            if router is not None:
+                self._serve_operator(router, pub, running=True)
             if self.stop_requested:
                 self._print_progress(latest, trials, hits, final=True)
                 return
             silent = [n for n, t in self.last_seen.items() if now - t > SILENCE_TIMEOUT_S]
+            for name in [n for n in silent if n in DISPLAY_ONLY]:  # hung or far behind: end it, go on
+                self.procs[name].kill()
+                self._lose_display(name, f"silent for more than {SILENCE_TIMEOUT_S:.0f} s; killed")
+            silent = [n for n in silent if n not in DISPLAY_ONLY]
             if silent:
                 raise SessionError(f"node '{silent[0]}' silent for more than {SILENCE_TIMEOUT_S:.0f} s (hung?)")
             if now >= next_print:
@@ -484,12 +541,20 @@ class Supervisor:
                 if proc.poll() is None and now - self.last_seen.get(name, now) > SILENCE_TIMEOUT_S:
                     proc.kill()
                     proc.wait()
+                    if name in DISPLAY_ONLY:
+                        self._lose_display(name, f"silent > {SILENCE_TIMEOUT_S:.0f} s at the stop; killed")
+                        continue
                     self.failure = self.failure or f"node '{name}' hung (silent > {SILENCE_TIMEOUT_S:.0f} s); killed"
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                if name in DISPLAY_ONLY:
+                    self._lose_display(name, f"did not stop within {EXIT_TIMEOUT_S:.0f} s; killed")
+                    continue
                 self.failure = self.failure or f"node '{name}' did not stop within {EXIT_TIMEOUT_S:.0f} s; killed"
+            elif proc.returncode != 0 and name in DISPLAY_ONLY:
+                self._lose_display(name, _describe_exit(proc.returncode))
             elif proc.returncode != 0 and not self.failure:
                 err = self._last_error(name)
                 self.failure = f"node '{name}' died ({_describe_exit(proc.returncode)}): {err}"

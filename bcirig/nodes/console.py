@@ -1,62 +1,92 @@
-"""Console node: the operator's live view. A slow console loses only its own messages (bounded queue)."""
+"""Console node: the operator's live view and controls. Wiring only; the window is bcirig.gui.console.
+
+The console's data (readouts, feedback, events, frames, acks) arrives on its own receiver thread
+(:class:`~bcirig.gui.console_link.ConsoleLink`), which drains its sockets whatever the window is
+doing, so a slow or stuck window never makes a publisher queue messages for it; the node's own loop
+hears only heartbeats and the supervisor's control messages. Requests go to the supervisor over the
+node's DEALER (the socket it reported READY on) and the supervisor's answers come back on it. The
+window is redrawn at most at the screen rate (and at most 30 times a second).
+"""
 
 from __future__ import annotations
 
-from bcirig.config import load_protocol
-from bcirig.messages import Event, Feedback, Heartbeat, Message, Readout
-from bcirig.nodes.base import Node, NodeSpec
+import dataclasses
+from typing import Any
 
-REFRESH_S = 0.1
-QUEUE = 2000  # messages; beyond this ZeroMQ drops for this subscriber only (counted as gaps)
+from bcirig.config import load_protocol
+from bcirig.control_plane import Answer, encode_request
+from bcirig.messages import Heartbeat, Message
+from bcirig.nodes.base import Node, NodeSpec
+from bcirig.setup import Setup
 
 
 class ConsoleNode(Node):
-    """Feeds the Console window and redraws it ten times a second."""
+    """Feeds the Console window from its receiver thread and sends the operator's requests."""
 
     def __init__(self, spec: NodeSpec) -> None:
-        super().__init__(spec)
+        data_topics = list(spec.topics)
+        super().__init__(dataclasses.replace(spec, topics=[]))  # data comes through the link's thread
         from bcirig.gui.console import Console
+        from bcirig.gui.console_link import ConsoleLink, refresh_interval_s
         from bcirig.gui.display import application
 
         protocol = load_protocol(spec.protocol_path)
+        plane = protocol.imaging.bci_plane
         self.app = application()
-        self.window = Console(title=protocol.protocol.name, frame_rate_hz=protocol.imaging.frame_rate_hz)
+        self.window = Console(title=protocol.protocol.name, frame_rate_hz=protocol.imaging.frame_rate_hz,
+                              steps=protocol.feedback.steps, send=self.send_request)
+        if spec.setup_path:
+            setup = Setup.load(spec.setup_path)
+            self.window.set_setup(setup.roi_set(), setup.reference, plane)
         self.window.show()
+        self.refresh_s = refresh_interval_s(self.app)
         self.next_refresh = 0.0
+        self.link = ConsoleLink([spec.endpoints[n] for n in spec.upstream], data_topics, plane=plane)
+        self.link.start()
 
-    def rcvhwm(self) -> int:
-        return QUEUE
+    def send_request(self, command: str, value: float) -> None:
+        """One of the operator's controls, to the supervisor (bcirig.control_plane)."""
+        self.dealer.send_multipart(encode_request(command, value))
+        self.counters["requests"] = self.counters.get("requests", 0) + 1
+
+    def extra_poll(self) -> list[Any]:
+        return [self.dealer]  # the supervisor's answers wake the loop
 
     def next_wakeup(self, now: float) -> float:
         return self.next_refresh
 
     def on_message(self, msg: Message) -> None:
-        if isinstance(msg, Readout):
-            self.window.on_readout(msg)
-        elif isinstance(msg, Feedback):
-            self.window.on_feedback(msg)
-        elif isinstance(msg, Event):
-            self.window.on_event(msg)
-        elif isinstance(msg, Heartbeat) and msg.src == "pipeline":
-            self.window.on_source_counters(msg.counters)
+        if isinstance(msg, Heartbeat):
+            self.window.on_heartbeat(msg)
 
     def on_tick(self, now: float) -> None:
+        while self.dealer.poll(0):
+            self.window.on_answer(Answer.decode(self.dealer.recv_multipart()))
         if now >= self.next_refresh:
             self._refresh()
-            self.next_refresh = now + REFRESH_S
+            self.next_refresh = now + self.refresh_s
         self.app.processEvents()
 
     def _refresh(self) -> None:
+        from bcirig.gui.console_link import feed
+
+        feed(self.window, *self.link.take())
         self.window.refresh()
         self.counters["refreshes"] = self.counters.get("refreshes", 0) + 1
         self.counters["trials_seen"] = self.window.trials
         self.counters["hits_seen"] = self.window.hits
         self.counters["dropped_frames_seen"] = self.window.source.get("dropped_frames", -1)
+        self.counters.update(self.link.counters())
 
     def on_stop(self) -> None:
         self._refresh()  # the final heartbeat carries what the operator saw last
+        self.link.stop()
         shot = self.spec.options.get("screenshot")
         if shot:
+            self.app.processEvents()
             self.window.grab().save(str(shot))
         self.window.close()
         self.app.processEvents()
+
+    def on_fail(self) -> None:
+        self.link.stop()

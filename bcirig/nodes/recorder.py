@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from bcirig.config import load_protocol, load_rig
-from bcirig.messages import Heartbeat, Message, NodeState
+from bcirig.messages import Control, ControlAction, Heartbeat, Message, NodeState
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.recording import SessionWriter
 from bcirig.setup import Setup
+
+CONSOLE_SILENT_S = 1.0  # the console's heartbeat is 10 Hz: this long without one, it is gone
 
 
 class RecorderNode(Node):
@@ -46,16 +49,33 @@ class RecorderNode(Node):
             del setup_frames
             frames_path.unlink()
         self.final: dict[str, dict[str, int]] = {}
+        self.heard_at: dict[str, float] = {}
+
+    def _handle(self, msg: Message) -> None:
+        # The supervisor's operator broadcasts are control messages, which the runtime does not pass on:
+        # each is an experimenter's request, recorded with its times (the operator table).
+        if isinstance(msg, Control) and msg.action is ControlAction.OPERATOR:
+            self.writer.write_operator(msg.frame, msg.command_id, msg.command.value, msg.value, msg.reason,
+                                       {**msg.t_ns, "recorded": time.monotonic_ns()})
+            self.counters["operator_requests"] = self.counters.get("operator_requests", 0) + 1
+        super()._handle(msg)
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
+            self.heard_at[msg.src] = time.monotonic()
             if msg.state in (NodeState.STOPPED, NodeState.FAILED):
                 self.final[msg.src] = dict(msg.counters)
             return
+        if isinstance(msg, Control):
+            return  # recorded in _handle
         self.writer.write(msg)
 
     def on_tick(self, now: float) -> None:
         self.writer.maybe_flush()
+        # a console that was closed, crashed or hangs must not hold up the file: drain without it
+        if (self.stopping and "console" in self.spec.drain_from and "console" not in self.stopped_peers
+                and now - self.heard_at.get("console", 0.0) > CONSOLE_SILENT_S):
+            self.stopped_peers.add("console")
 
     def on_fail(self) -> None:
         """Close the file with what it holds (complete stays false): nothing flushed is ever lost."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from bcirig.config import load_rig
 from bcirig.devices import execute_command, open_valve
-from bcirig.messages import Ack, Command, Event, EventKind, Message
+from bcirig.messages import Ack, Action, Command, Event, EventKind, Message
 from bcirig.nodes.base import Node, NodeSpec
 
 PING_S = 0.25
@@ -54,12 +54,26 @@ class ValveNode(Node):
         if self.safe_state:
             ack = Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action, ok=False,
                       error="refused: session in safe state", t_ns=msg.t_ns)
+        elif msg.action is Action.FLUSH:
+            ack = self._flush(msg)
+            self.last_io = time.monotonic()
         else:
             ack = execute_command(self.device, msg)
             self.last_io = time.monotonic()
         self.pub.publish(ack, stamp="device_ack")
         key = "acks_ok" if ack.ok else "acks_refused"
         self.counters[key] = self.counters.get(key, 0) + 1
+
+    def _flush(self, msg: Command) -> Ack:
+        """An operator's flush: the valve open ``open_ms`` (the driver clamps to max_open_ms and logs)."""
+        try:
+            done = self.device.open_valve(msg.open_ms)
+        except ValueError as exc:
+            return Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action, ok=False,
+                       error=f"invalid command: {exc}", t_ns=dict(msg.t_ns))
+        return Ack(frame=msg.frame, command_id=msg.command_id, action=msg.action, ok=done.ok, error=done.error,
+                   open_ms=done.open_ms, device_ms=done.device_ms,
+                   t_ns={**msg.t_ns, "valve_sent": done.t_sent_ns, "valve_ack": done.t_ack_ns})
 
     def on_tick(self, now: float) -> None:
         if now - self.last_io >= PING_S:

@@ -20,6 +20,7 @@ READOUT_STAMPS = ("source", "arrive", "registered", "extracted", "decoded", "pub
 FEEDBACK_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
 COMMAND_STAMPS = ("source", "arrive", "published", "task_in", "task_out")
 ACK_STAMPS = ("task_out", "device_in", "valve_sent", "valve_ack", "device_ack")
+OPERATOR_STAMPS = ("console", "request", "recorded")  # sent by the console, at the supervisor, at the recorder
 
 S = "S32"  # short enum strings
 Column = tuple[str, Any, tuple[int, ...]]  # name, dtype, per-row shape
@@ -75,7 +76,16 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("action", S, ()),
             ("reward_ul", np.float32, ()),
             ("opto_ms", np.float32, ()),
+            ("open_ms", np.float32, ()),  # flush: the valve open time asked for (0 for the other actions)
             ("t_ns", np.int64, (len(COMMAND_STAMPS),)),
+        ],
+        "operator": [  # one row per experimenter's request the supervisor accepted and broadcast (#12)
+            ("frame", np.int64, ()),  # the task's last frame when it arrived (from its heartbeat); the
+            ("command_id", np.int64, ()),  # task's `operator` event with this id names the frame applied
+            ("command", S, ()),  # messages.OperatorCommand
+            ("value", np.float64, ()),  # reward: ul (0: the protocol's volume); flush: ms
+            ("source", S, ()),  # the console that asked
+            ("t_ns", np.int64, (len(OPERATOR_STAMPS),)),
         ],
         "acks": [
             ("frame", np.int64, ()),

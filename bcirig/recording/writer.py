@@ -147,7 +147,7 @@ class SessionWriter:
                                    _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
         elif isinstance(msg, Command):
             self._row("commands", (msg.frame, msg.command_id, msg.action.value, msg.reward_ul, msg.opto_ms,
-                                   _stamps(msg.t_ns, layout.COMMAND_STAMPS)))
+                                   msg.open_ms, _stamps(msg.t_ns, layout.COMMAND_STAMPS)))
         elif isinstance(msg, Ack):
             self._row("acks", (msg.frame, msg.command_id, msg.action.value, msg.ok, msg.error.encode()[:160],
                                msg.open_ms, msg.device_ms, _stamps(msg.t_ns, layout.ACK_STAMPS)))
@@ -221,6 +221,12 @@ class SessionWriter:
     def _row(self, table: str, row: tuple[Any, ...]) -> None:
         self.buffers[table].append(row)
         self.rows += 1
+
+    def write_operator(self, frame: int, command_id: int, command: str, value: float, source: str,
+                       t_ns: dict[str, int]) -> None:
+        """One experimenter's request as the supervisor broadcast it (the ``operator`` table)."""
+        self._row("operator", (frame, command_id, command.encode(), value, source.encode()[:32],
+                               _stamps(t_ns, layout.OPERATOR_STAMPS)))
 
     def write_node_counters(self, counters: dict[str, dict[str, int]]) -> None:
         """Each node's final counters (messages sent, gaps, bad frames), one row per node."""
