@@ -17,30 +17,50 @@ elements later — no index arithmetic per frame and no interpolation of the fra
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 
+from bcirig.processing.kernels import checked_kernel
 from bcirig.processing.rois import Roi, RoiError, RoiSet
 
-try:  # scipy's own CSR kernel, called without the ~7 us of dispatch that `op @ x` adds per product
-    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
-except ImportError:  # pragma: no cover - a future scipy without it: fall back to the public operator
-    _csr_matvec = None
+MatVec = Callable[..., None]
 
 
-def _product(op: sp.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
+def _load_csr_matvec() -> MatVec:
+    # scipy's own CSR kernel, called without the ~7 us of dispatch that `op @ x` adds per product
+    from scipy.sparse._sparsetools import csr_matvec
+
+    matvec: MatVec = csr_matvec
+    return matvec
+
+
+def _csr_matvec_agrees(matvec: MatVec) -> bool:
+    """The private call in :func:`_product` gives exactly ``op @ x`` on a small float32 operator."""
+    rng = np.random.default_rng(0)
+    op = sp.random(5, 40, density=0.3, format="csr", dtype=np.float32, random_state=rng)
+    x = rng.standard_normal(40).astype(np.float32)
+    y = np.zeros(5, np.float32)
+    matvec(5, 40, op.indptr, op.indices, op.data, x, y)
+    return bool(np.array_equal(y, op @ x))
+
+
+_CSR_MATVEC = checked_kernel("sparsetools csr_matvec", _load_csr_matvec, _csr_matvec_agrees)
+
+
+def _product(op: sp.csr_matrix, private_kernel: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> op @ x`` (float32) with as little per-call overhead as possible."""
-    if _csr_matvec is None:
+    matvec = _CSR_MATVEC if private_kernel else None
+    if matvec is None:
         return lambda x: op @ x
     n_row, n_col = op.shape
     indptr, indices, data = op.indptr, op.indices, op.data
 
     def product(x: np.ndarray) -> np.ndarray:
         y = np.zeros(n_row, np.float32)
-        _csr_matvec(n_row, n_col, indptr, indices, data, x, y)  # y += op @ x
+        matvec(n_row, n_col, indptr, indices, data, x, y)  # y += op @ x
         return y
 
     return product
@@ -67,13 +87,28 @@ def neuropil_pixels(
     return yy + y0, xx + x0
 
 
+def neuropil_annuli(
+    rois: Iterable[Roi], frame_shape: tuple[int, int, int], inner: float, outer: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(y, x) of every ROI's neuropil annulus, in order: each excludes the (weighted) pixels of every ROI
+    on its plane. The one definition the pipeline, the simulator's traces level and the NumPy baseline use."""
+    rois = list(rois)
+    occupied = np.zeros(frame_shape, bool)
+    for r in rois:
+        occupied[r.plane, r.y[r.w > 0], r.x[r.w > 0]] = True
+    return [neuropil_pixels(r, occupied[r.plane], inner, outer) for r in rois]
+
+
 class Extractor:
     """F and neuropil of every ROI (RoiSet order) from one frame, for one shift per ROI group."""
 
     def __init__(
         self, rois: RoiSet, frame_shape: tuple[int, int, int], margin: int,
         neuropil_inner: float, neuropil_outer: float, groups: list[np.ndarray] | None = None,
+        *, private_kernels: bool = True,
     ) -> None:
+        """``private_kernels=False`` uses the public ``op @ x`` even where SciPy's private kernel passed its
+        check (:mod:`bcirig.processing.kernels`); the results are the same."""
         rois.validate(frame_shape)
         planes, height, width = frame_shape
         self.n = len(rois)
@@ -83,21 +118,16 @@ class Extractor:
         self.buf = np.zeros((planes, self.hp, self.wp), np.float32)
         self._flat = self.buf.reshape(-1)
         self._length = planes * self.hp * self.wp - 2 * m * self.wp - 2 * m
-        occupied = np.zeros(frame_shape, bool)
-        for r in rois:
-            occupied[r.plane, r.y[r.w > 0], r.x[r.w > 0]] = True
-        roi_rows, np_rows = [], []
-        for r in rois:
-            roi_rows.append((self._columns(r.plane, r.y, r.x), r.w))
-            ny, nx = neuropil_pixels(r, occupied[r.plane], neuropil_inner, neuropil_outer)
-            np_rows.append((self._columns(r.plane, ny, nx), np.ones(len(ny))))
+        annuli = neuropil_annuli(rois, frame_shape, neuropil_inner, neuropil_outer)
+        roi_rows = [(self._columns(r.plane, r.y, r.x), r.w) for r in rois]
+        np_rows = [(self._columns(r.plane, ny, nx), np.ones(len(ny))) for r, (ny, nx) in zip(rois, annuli, strict=True)]
         self.groups = groups if groups is not None else [np.arange(self.n)]
         self._roi_ops = [self._operator([roi_rows[i] for i in g]) for g in self.groups]
         self._np_ops = [self._operator([np_rows[i] for i in g]) for g in self.groups]
         self.neuropil_npix = np.array([len(c) for c, _ in np_rows])
         # sums of unit weights are exact in float32, so a flat ROI of 100 reads exactly 100
-        self._roi_prod = [_product(op) for op in self._roi_ops]
-        self._np_prod = [_product(op) for op in self._np_ops]
+        self._roi_prod = [_product(op, private_kernels) for op in self._roi_ops]
+        self._np_prod = [_product(op, private_kernels) for op in self._np_ops]
         self._roi_norm = [np.array([roi_rows[i][1].sum() for i in g], np.float32) for g in self.groups]
         self._np_norm = [self.neuropil_npix[g].astype(np.float32) for g in self.groups]
 

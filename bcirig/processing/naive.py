@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from bcirig.processing.extraction import neuropil_pixels
+from bcirig.processing.extraction import neuropil_annuli
 from bcirig.processing.rois import RoiSet
 
 
@@ -27,14 +27,10 @@ class NaivePipeline:
         _, h, w = reference.shape
         self.shape = (h, w)
         self.ref_conj = np.conj(np.fft.fft2(reference[0]))
-        occupied = np.zeros((h, w), bool)
-        for r in rois:
-            occupied[r.y, r.x] = True
         self.masks = np.zeros((len(rois), h * w), np.float32)
         self.np_masks = np.zeros((len(rois), h * w), np.float32)
-        for i, r in enumerate(rois):
+        for i, (r, (ny, nx)) in enumerate(zip(rois, neuropil_annuli(rois, (1, h, w), inner, outer), strict=True)):
             self.masks[i, r.y * w + r.x] = r.w / r.w.sum()
-            ny, nx = neuropil_pixels(r, occupied, inner, outer)
             self.np_masks[i, ny * w + nx] = 1.0 / len(ny)
         self.plus = rois.indices(group="P+")
         self.minus = rois.indices(group="P-")

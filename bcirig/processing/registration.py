@@ -45,31 +45,62 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.fft as sfft
 
 from bcirig.config import Registration as RegistrationConfig
+from bcirig.processing.kernels import checked_kernel
 
-try:  # scipy.fft's own pocketfft kernels, without the ~8 us of argument normalisation per call
-    from scipy.fft._pocketfft.pypocketfft import c2r as _c2r
-    from scipy.fft._pocketfft.pypocketfft import r2c as _r2c
-except ImportError:  # pragma: no cover - a future scipy without them: the public functions
-    _c2r = _r2c = None
+FftKernel = Callable[..., np.ndarray]
+
+
+def _load_pocketfft() -> tuple[FftKernel, FftKernel]:
+    # scipy.fft's own pocketfft kernels, without the ~8 us of argument normalisation per public call
+    from scipy.fft._pocketfft.pypocketfft import c2r, r2c
+
+    return r2c, c2r
+
+
+def _pocketfft_agrees(kernels: tuple[FftKernel, FftKernel]) -> bool:
+    """The private calls below give exactly ``scipy.fft.rfft2`` / ``irfft2`` on a small float32 image."""
+    r2c, c2r = kernels
+    x = np.random.default_rng(0).standard_normal((6, 10)).astype(np.float32)
+    spectrum, want = r2c(x, (0, 1), True, 0, None, 1), sfft.rfft2(x)
+    back = c2r(want, (0, 1), 10, False, 2, None, 1)
+    want_back = sfft.irfft2(want, s=x.shape)
+    return bool(spectrum.dtype == want.dtype and np.array_equal(spectrum, want)
+                and back.dtype == want_back.dtype and np.array_equal(back, want_back))
+
+
+_POCKETFFT = checked_kernel("pocketfft r2c/c2r", _load_pocketfft, _pocketfft_agrees)
 
 
 def _rfft2(x: np.ndarray) -> np.ndarray:
     """``scipy.fft.rfft2`` of a 2-D float32 array (the very same kernel call, one thread)."""
-    if _r2c is None:
-        return sfft.rfft2(x)
-    return _r2c(x, (0, 1), True, 0, None, 1)  # forward, norm "backward" (none), no out, 1 worker
+    if _POCKETFFT is None:
+        return _public_rfft2(x)
+    out: np.ndarray = _POCKETFFT[0](x, (0, 1), True, 0, None, 1)  # forward, norm "backward" (none), no out, 1 worker
+    return out
 
 
 def _irfft2(x: np.ndarray, width: int) -> np.ndarray:
     """``scipy.fft.irfft2(x, s=(rows, width))`` of a 2-D complex64 array with ``width // 2 + 1`` columns."""
-    if _c2r is None:
-        return sfft.irfft2(x, s=(x.shape[0], width))
-    return _c2r(x, (0, 1), width, False, 2, None, 1)  # inverse, norm "backward" (1/n), no out, 1 worker
+    if _POCKETFFT is None:
+        return _public_irfft2(x, width)
+    out: np.ndarray = _POCKETFFT[1](x, (0, 1), width, False, 2, None, 1)  # inverse, norm "backward" (1/n), 1 worker
+    return out
+
+
+def _public_rfft2(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = sfft.rfft2(x)
+    return out
+
+
+def _public_irfft2(x: np.ndarray, width: int) -> np.ndarray:
+    out: np.ndarray = sfft.irfft2(x, s=(x.shape[0], width))
+    return out
 
 
 TAPER_EDGE = 0.08  # share of each side over which the taper falls to zero
@@ -133,7 +164,11 @@ def fast_side(n: int) -> int:
 class RigidRegistration:
     """Registers planes of one size against one reference plane (whose spectrum is computed once)."""
 
-    def __init__(self, reference: np.ndarray, cfg: RegistrationConfig) -> None:
+    def __init__(self, reference: np.ndarray, cfg: RegistrationConfig, *, private_kernels: bool = True) -> None:
+        """``private_kernels=False`` uses the public ``scipy.fft`` functions even where the private ones passed
+        their check (:mod:`bcirig.processing.kernels`); the results are the same."""
+        self._rfft2: Callable[[np.ndarray], np.ndarray] = _rfft2 if private_kernels else _public_rfft2
+        self._irfft2: Callable[[np.ndarray, int], np.ndarray] = _irfft2 if private_kernels else _public_irfft2
         ref = np.asarray(reference, np.float32)
         if ref.ndim != 2:
             raise ValueError(f"reference plane must be 2-D, got shape {ref.shape}")
@@ -212,7 +247,7 @@ class RigidRegistration:
 
     def _band(self, binned: np.ndarray) -> np.ndarray:
         """Spectrum (by, bx) of a binned, tapered float32 image: the registration band."""
-        return _rfft2(binned).astype(np.complex64, copy=False)
+        return self._rfft2(binned).astype(np.complex64, copy=False)
 
     def _demean(self, band: np.ndarray) -> np.ndarray:
         """Remove the tapered mean: subtract mean * spectrum(taper), so DC and its leakage vanish."""
@@ -229,7 +264,7 @@ class RigidRegistration:
         band = self._demean(self._band(self._bin(plane[self.window])))
         cross = band * self._ref_conj
         inner = cross[self._coarse_rows, : self._cx_n]
-        coarse = _irfft2(inner, 2 * (self._cx_n - 1)) + self._coarse_mask
+        coarse = self._irfft2(inner, 2 * (self._cx_n - 1)) + self._coarse_mask
         iy, ix = divmod(int(coarse.argmax()), coarse.shape[1])
         y0, x0 = float(self._coarse_y[iy]), float(self._coarse_x[ix])
         y1, x1, _, _ = self._refine(inner, y0, x0, self._grid1, self._stage1)

@@ -1,6 +1,6 @@
 """Neuropil masks for the traces level: exactly the annulus the pipeline averages around each ROI.
 
-The geometry comes from the pipeline's own :func:`bcirig.processing.extraction.neuropil_pixels`, so the
+The geometry comes from the pipeline's own :func:`bcirig.processing.extraction.neuropil_annuli`, so the
 traces level and the pixels level measure the same pixels.
 """
 
@@ -15,15 +15,8 @@ from bcirig.config import Protocol
 
 def neuropil_masks(rois: Any, protocol: Protocol) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """(plane, y, x, weight) of the neuropil annulus of every ROI, in RoiSet order."""
-    from bcirig.processing.extraction import neuropil_pixels
+    from bcirig.processing.extraction import neuropil_annuli
 
-    im = protocol.imaging
-    ro = protocol.readout
-    occupied = np.zeros((im.planes, im.height, im.width), bool)
-    for r in rois:
-        occupied[r.plane, r.y[r.w > 0], r.x[r.w > 0]] = True
-    out = []
-    for r in rois:
-        y, x = neuropil_pixels(r, occupied[r.plane], ro.neuropil_inner_px, ro.neuropil_outer_px)
-        out.append((r.plane, y, x, np.ones(len(y))))
-    return out
+    im, ro = protocol.imaging, protocol.readout
+    annuli = neuropil_annuli(rois, (im.planes, im.height, im.width), ro.neuropil_inner_px, ro.neuropil_outer_px)
+    return [(r.plane, y, x, np.ones(len(y))) for r, (y, x) in zip(rois, annuli, strict=True)]
