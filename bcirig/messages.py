@@ -347,19 +347,50 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot put {type(obj).__name__} in a message header")
 
 
+# An event's data is a JSON record (the events table keeps it as JSON text) and events are rare (a trial's
+# end, the calibration once a session), so its lists may stay JSON. Every other header field is a scalar.
+_JSON_RECORDS = {("event", "data")}
+_NOT_SCALAR = (list, tuple, set, dict, np.ndarray)
+
+
+def _buffer(name: str, value: Any, arrays: list[Any], buffers: list[Any]) -> None:
+    arr = np.ascontiguousarray(value)
+    arrays.append((name, arr.dtype.str, arr.shape))
+    buffers.append(arr.data.cast("B") if arr.size else b"")
+
+
+def _scalars(kind: str, name: str, d: dict[str, Any], arrays: list[Any], buffers: list[Any]) -> dict[str, Any]:
+    """A dict field's scalars for the header; its numpy arrays go as buffers named ``field.key``."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, np.ndarray):
+            _buffer(f"{name}.{key}", value, arrays, buffers)
+        elif isinstance(value, _NOT_SCALAR):
+            raise WireError(f"{kind}.{name}[{key!r}] is a {type(value).__name__}: a header holds scalars only "
+                            "(give an array as a numpy array; it travels as a buffer)")
+        else:
+            out[key] = value
+    return out
+
+
 def encode(msg: Message) -> list[Any]:
-    """Turn a message into multipart parts; arrays become zero-copy buffers."""
+    """Turn a message into multipart parts; arrays become zero-copy buffers, never JSON lists."""
     kind = msg.KIND
     fields: dict[str, Any] = {}
-    for name in _SCALARS[kind]:
-        value = getattr(msg, name)
-        fields[name] = value.value if isinstance(value, enum.Enum) else value
-    arrays = []
+    arrays: list[Any] = []
     buffers: list[Any] = []
     for name in msg.ARRAYS:
-        arr = np.ascontiguousarray(getattr(msg, name))
-        arrays.append((name, arr.dtype.str, arr.shape))
-        buffers.append(arr.data.cast("B") if arr.size else b"")
+        _buffer(name, getattr(msg, name), arrays, buffers)
+    for name in _SCALARS[kind]:
+        value = getattr(msg, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, dict) and (kind, name) not in _JSON_RECORDS:
+            value = _scalars(kind, name, value, arrays, buffers)
+        elif isinstance(value, _NOT_SCALAR) and (kind, name) not in _JSON_RECORDS:
+            raise WireError(f"{kind}.{name} is a {type(value).__name__}: a header holds scalars only "
+                            f"(an array field is one of {kind}'s ARRAYS, sent as a buffer)")
+        fields[name] = value
     header = {
         "kind": kind,
         "v": msg.VERSION,
@@ -400,5 +431,10 @@ def decode(parts: typing.Sequence[Any]) -> Message:
             kwargs[name] = enum_cls(kwargs[name])
     for (name, dtype, shape), part in zip(specs, parts[2:], strict=True):
         buf = part.buffer if hasattr(part, "buffer") else part
-        kwargs[name] = np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape)
+        arr = np.frombuffer(buf, dtype=np.dtype(dtype)).reshape(shape)
+        field_name, _, key = name.partition(".")  # "truth.shift": an array of a dict field
+        if key:
+            kwargs.setdefault(field_name, {})[key] = arr
+        else:
+            kwargs[name] = arr
     return cls(frame=header["frame"], seq=header["seq"], src=header.get("src", ""), t_ns=header["t_ns"], **kwargs)

@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from bcirig.acquisition.simulated import make_mouse
+from bcirig.acquisition.simulated import RECORDED_TRUTH, make_mouse
 from bcirig.config import Protocol, Rig
 from bcirig.processing.rois import Roi, RoiError, RoiSet
+from bcirig.recording.layout import truth_fields
 
-DEFAULT_TRUTH_FIELDS: dict[str, tuple[tuple[int, ...], str]] = {"shift": ((2,), "f4"), "licks": ((), "i4")}
+DEFAULT_TRUTH_FIELDS = truth_fields(RECORDED_TRUTH)  # a live simulated session's truth columns
 PROVISIONAL_FRAMES = 30  # frames averaged into the first reference that every set-up frame is registered to
 SUMMARY_FRAMES = 150  # frames (evenly spaced) in the summary images that detection looks at
 

@@ -27,12 +27,27 @@ def roundtrip(msg):
 
 def test_frame_array_travels_as_raw_buffer_and_comes_back_equal():
     data = np.arange(2 * 8 * 6, dtype=np.uint16).reshape(2, 8, 6)
-    parts = encode(Frame(frame=41, data=data, truth={"shift": [0.5, -1.0]}, t_ns={"source": 123}))
-    assert len(parts) == 3 and bytes(parts[2]) == data.tobytes()  # no header wrapping around the pixels
+    shift = np.array([0.5, -1.0], np.float32)
+    parts = encode(Frame(frame=41, data=data, truth={"shift": shift, "licks": 2}, t_ns={"source": 123}))
+    # pixels, then the truth's array: each a raw buffer; only the scalar lick count is in the header
+    assert len(parts) == 4 and bytes(parts[2]) == data.tobytes() and bytes(parts[3]) == shift.tobytes()
+    assert json.loads(bytes(parts[1]))["f"]["truth"] == {"licks": 2}
     back = decode([bytes(p) for p in parts])
-    assert back.frame == 41 and back.t_ns == {"source": 123} and back.truth == {"shift": [0.5, -1.0]}
+    assert back.frame == 41 and back.t_ns == {"source": 123} and back.truth["licks"] == 2
+    assert back.truth["shift"].dtype == np.float32 and back.truth["shift"].tolist() == [0.5, -1.0]
     np.testing.assert_array_equal(back.data, data)
     assert back.data.dtype == np.uint16
+
+
+def test_a_list_in_a_header_field_is_refused_naming_the_field() -> None:
+    frame = Frame(frame=1, data=np.zeros((1, 2, 2), np.uint16), truth={"shift": [0.5, -1.0]})
+    with pytest.raises(WireError, match=r"^frame\.truth\['shift'\] is a list: a header holds scalars only"):
+        encode(frame)
+    with pytest.raises(WireError, match=r"^feedback\.angle_deg is a ndarray: a header holds scalars only"):
+        encode(Feedback(frame=1, angle_deg=np.array([1.0, 2.0])))  # type: ignore[arg-type]
+    # an event's data is a JSON record (once per trial or session): the calibration's windows may be lists
+    e = roundtrip(Event(frame=5, name=EventKind.CALIBRATION, data={"window_starts": [1, 2], "threshold": 0.3}))
+    assert e.data == {"window_starts": [1, 2], "threshold": 0.3}
 
 
 def test_readout_feedback_command_event_roundtrip_with_enums_and_nan():

@@ -14,22 +14,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 from bcirig.acquisition.base import LickContact, RawFrame, SourceStats
 from bcirig.config import Protocol, Rig
 from bcirig.messages import Feedback
+from bcirig.recording.layout import TRUTH_DTYPES
 
 RECORDED_TRUTH = ("shift", "licks")  # what a live session's truth table keeps (bcirig.setup.DEFAULT_TRUTH_FIELDS)
+
+
+def frame_truth(truth: dict[str, Any]) -> dict[str, Any]:
+    """The recorded part of a simulated frame's ground truth, as a frame carries it: scalars as they are,
+    vectors as numpy arrays of their column's dtype (they travel as buffers, never as JSON lists)."""
+    return {k: truth[k] if np.ndim(truth[k]) == 0 else np.asarray(truth[k], TRUTH_DTYPES[k])
+            for k in RECORDED_TRUTH if k in truth}
 
 
 def make_mouse(protocol: Protocol, rig: Rig, state: Any = None, day: int = 1) -> Any:
     """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
     import dataclasses
 
-    from bcirig.sim import SimulatedMouse, parse_sim_config
+    from bcirig.sim import SimLevel, SimulatedMouse, parse_sim_config
 
     config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
     # A session renders frames for the real pipeline, whatever level the table sets for sweeps.
-    config = dataclasses.replace(config, level="pixels")
+    config = dataclasses.replace(config, level=SimLevel.PIXELS)
     return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state, day=day)
 
 
@@ -69,8 +79,8 @@ class SimulatedSource:
         """Render the next volume: one RawFrame per plane, the BCI plane last."""
         sim = self.mouse.step(self.feedback)
         now = time.monotonic_ns()
-        truth = {k: sim.truth[k] for k in RECORDED_TRUTH if k in sim.truth}
-        licks = int(sim.truth.get("licks", 0))
+        truth = frame_truth(sim.truth)
+        licks = int(sim.truth.get("contacts", sim.truth.get("licks", 0)))  # a lickport out of reach: no contact
         if licks:
             self._contacts.append(LickContact(frame=self.volumes, count=licks))
         base = self.volumes * self.planes

@@ -26,6 +26,18 @@ S = "S32"  # short enum strings
 Column = tuple[str, Any, tuple[int, ...]]  # name, dtype, per-row shape
 
 
+# The simulated mouse's ground truth, one column per item (the `truth` table): the one definition of each
+# dtype, and of the shape where it does not depend on the mouse. A live simulated session keeps shift and
+# licks; `bcirig simulate` keeps all five. shift: brain motion (dy, dx) px in the registration's convention.
+TRUTH_DTYPES = {"shift": "f4", "licks": "i2", "rpe": "f8", "rates": "f4", "spikes": "i2"}
+TRUTH_SHAPES: dict[str, tuple[int, ...]] = {"shift": (2,), "licks": (), "rpe": ()}
+
+
+def truth_fields(names: tuple[str, ...], **shapes: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (per-row shape, dtype)}`` of these truth columns; ``shapes`` gives the mouse-sized ones."""
+    return {n: (shapes.get(n, TRUTH_SHAPES.get(n, ())), TRUTH_DTYPES[n]) for n in names}
+
+
 def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, list[Column]]:
     """Column definitions of every table for a session with ``n_rois`` ROIs."""
     truth: list[Column] = [("frame", np.int64, ())]

@@ -92,15 +92,11 @@ def day_seed(seed: int, mouse: int, day: int) -> int:
 def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, day: int, rule: str) -> Any:
     """The lead's SWMR session writer, with the simulator's ground truth as extra per-frame columns."""
     from bcirig.recording import SessionWriter
+    from bcirig.recording.layout import truth_fields
 
     n_bci = mouse.brain.anatomy.n_bci
-    truth = {
-        "shift": ((2,), "int16"),
-        "licks": ((), "int16"),
-        "rpe": ((), "float64"),
-        "rates": ((n_bci,), "float32"),
-        "spikes": ((len(mouse.bci_sources),), "int16"),
-    }
+    truth = truth_fields(("shift", "licks", "rpe", "rates", "spikes"), rates=(n_bci,),
+                         spikes=(len(mouse.bci_sources),))
     rois = mouse.rois()
     return SessionWriter(
         path, protocol_text=proto.source_text, rig_text="(simulated: bcirig simulate)",

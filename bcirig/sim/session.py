@@ -16,6 +16,7 @@ from bcirig.compose import run_inline
 from bcirig.config import Protocol
 from bcirig.interfaces import TaskStep
 from bcirig.messages import EventKind, Phase, Readout
+from bcirig.recording.layout import TRUTH_DTYPES
 from bcirig.sim.brain import MouseState
 from bcirig.sim.config import SimConfig
 from bcirig.sim.mouse import SimulatedMouse
@@ -103,12 +104,12 @@ def run_day(
             "readout": np.asarray(cols["readout"], np.float64),
             "angle_deg": np.asarray(cols["angle"], np.float32),
             "reward": np.asarray(cols["reward"], bool),
-            "licks": np.asarray(cols["licks"], np.int16),
+            "licks": np.asarray(cols["licks"], TRUTH_DTYPES["licks"]),
             "closed_loop": np.asarray(cols["phase"], bool),
-            "rpe": np.asarray(cols["rpe"], np.float64),
+            "rpe": np.asarray(cols["rpe"], TRUTH_DTYPES["rpe"]),
             "dff": np.asarray(dff_rows, np.float32),
-            "true_rates_hz": np.asarray(rates_rows, np.float32),
-            "true_spikes": np.asarray(spikes_rows, np.int16),
-            "true_shift": np.asarray(shift_rows, np.int16),
+            "true_rates_hz": np.asarray(rates_rows, TRUTH_DTYPES["rates"]),
+            "true_spikes": np.asarray(spikes_rows, TRUTH_DTYPES["spikes"]),
+            "true_shift": np.asarray(shift_rows, TRUTH_DTYPES["shift"]),
         }
     return DayResult(summary, new_state, task.carry_forward(), calibration, trials, arrays)
