@@ -6,6 +6,7 @@ Both are TOML. :func:`load_protocol` and :func:`load_rig` return frozen dataclas
 
 from __future__ import annotations
 
+import enum
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,15 @@ class FeedbackConfig:
     step_deg: float = spec(15.0, min=0.0, max=180.0)
     tone_min_hz: float = spec(6000.0, min=20.0, max=40000.0)
     tone_max_hz: float = spec(20000.0, min=20.0, max=40000.0)
+    # The grating as drawn (bcirig.gui.gl_display); the orientation comes from each frame's feedback.
+    spatial_freq_cpd: float = spec(0.04, min=0.001, max=2.0,
+                                   doc="grating spatial frequency, cycles per degree of visual angle at the screen "
+                                       "centre (the rig's display.width_cm and distance_cm turn it into pixels)")
+    temporal_freq_hz: float = spec(2.0, min=0.0, max=30.0, doc="drift: cycles per second along the grating's normal")
+    contrast: float = spec(1.0, min=0.0, max=1.0, doc="Michelson contrast around the grey screen's luminance")
+    tone_level_dbfs: float = spec(-12.0, min=-60.0, max=0.0, doc="tone feedback amplitude, dB re full scale")
+    noise_ms: float = spec(500.0, min=1.0, max=10000.0, doc="white-noise burst length (outcome cues)")
+    noise_level_dbfs: float = spec(-12.0, min=-60.0, max=0.0, doc="white-noise burst RMS level, dB re full scale")
 
 
 @dataclass(frozen=True)
@@ -337,12 +347,54 @@ class ValveConfig:
                                      "relative to the rig file; '' = $BCIRIG_VALVE_BUILD or the source checkout's")
 
 
+class PatchCorner(enum.StrEnum):
+    """Where the photodiode patch sits on the mouse's screen."""
+
+    NONE = "none"
+    TOP_LEFT = "top_left"
+    TOP_RIGHT = "top_right"
+    BOTTOM_LEFT = "bottom_left"
+    BOTTOM_RIGHT = "bottom_right"
+
+
 @dataclass(frozen=True)
 class DisplayConfig:
     """The mouse's screen."""
 
     kind: str = spec("none", choices=("none", "qt"))
     screen: int = spec(0, min=0, max=16)
+    width_cm: float = spec(52.0, min=1.0, max=1000.0, doc="visible width of the mouse's screen (a 24-inch 16:9 "
+                                                          "monitor: 52 cm); with distance_cm, pixels per degree")
+    distance_cm: float = spec(20.0, min=1.0, max=1000.0, doc="eye to screen centre, perpendicular")
+    patch_corner: PatchCorner = spec(PatchCorner.BOTTOM_LEFT,
+                                     doc="the photodiode patch's corner (bcirig.gui.photodiode); none = no patch")
+    patch_px: int = spec(40, min=4, max=1000, doc="the photodiode patch's side, pixels")
+    swap_interval: int = spec(1, min=0, max=4, doc="OpenGL buffer swaps per display refresh: 1 = synchronised "
+                                                   "to the refresh where the platform allows, 0 = unsynchronised")
+
+
+class SoundKind(enum.StrEnum):
+    """The mouse's speaker: none, a sound card, or rendered to a buffer."""
+
+    NONE = "none"
+    SOUNDDEVICE = "sounddevice"
+    BUFFER = "buffer"
+
+
+@dataclass(frozen=True)
+class SoundConfig:
+    """The mouse's speaker (bcirig.nodes.sound; the samples from bcirig.gui.audio)."""
+
+    kind: SoundKind = spec(SoundKind.NONE,
+                           doc="none = no audio output (a protocol that needs sound is refused); sounddevice = a "
+                               "sound card through PortAudio; buffer = the same samples rendered to a buffer or "
+                               "file (simulated rigs, headless)")
+    device: str = spec("", doc="sounddevice: the output device's name (or part of it) or index; '' = the default")
+    sample_rate: int = spec(96000, min=8000, max=384000, doc="Hz; above twice the highest tone (20 kHz)")
+    latency: float = spec(0.01, min=0.0, max=1.0, doc="sounddevice: requested output latency, seconds")
+    block: int = spec(256, min=16, max=65536, doc="sounddevice: samples per output block (the callback's)")
+    file: str = spec("", doc="buffer: a 16-bit WAV file in the session folder the samples are written to "
+                             "(e.g. 'sound.wav'); '' = rendered, not kept")
 
 
 @dataclass(frozen=True)
@@ -379,6 +431,7 @@ class Rig:
     source: SourceConfig = spec(SourceConfig)
     valve: ValveConfig = spec(ValveConfig)
     display: DisplayConfig = spec(DisplayConfig)
+    sound: SoundConfig = spec(SoundConfig)
     lickport: LickportConfig = spec(LickportConfig)
     bus: BusConfig = spec(BusConfig)
     source_text: str = spec("")
@@ -506,7 +559,7 @@ def _read_file(path: str | Path, what: str) -> str:
 
 
 # Tables only a rig file has: they name a rig file that lacks its [rig] table.
-_RIG_ONLY = ("source", "valve", "display", "bus")
+_RIG_ONLY = ("source", "valve", "display", "sound", "bus")
 
 
 def _require_table(table: dict[str, Any], kind: str, file: str) -> None:

@@ -42,6 +42,7 @@ class Topic(enum.StrEnum):
     LOG = "log"
     HEARTBEAT = "heartbeat"
     CONTROL = "control"
+    PRESENTATION = "presentation"  # when a feedback change reached the mouse (display swap, sound output)
 
 
 class Phase(enum.StrEnum):
@@ -314,8 +315,53 @@ class Control(Message):
     value: float = 0.0  # REWARD: ul; FLUSH: ms
 
 
+class Presented(enum.StrEnum):
+    """What changed for the mouse in a :class:`Presentation`."""
+
+    SCREEN = "screen"  # grating, grey or black: a new screen
+    ANGLE = "angle"  # the same grating at a new orientation
+    SOUND = "sound"  # a sound cue began (white noise)
+    TONE = "tone"  # tone feedback began, changed pitch, or ended (tone_hz NaN)
+
+
+class PresentClock(enum.StrEnum):
+    """What a presentation time is measured from."""
+
+    SWAP = "swap"  # OpenGL: right after swapBuffers returned (synchronised to the refresh where it is)
+    RASTER = "raster"  # no OpenGL: right after the QPainter repaint was flushed to the window system
+    DAC = "dac"  # sound card: PortAudio's output-buffer DAC time, put on time.monotonic_ns()
+    CALLBACK = "callback"  # sound card without a DAC time: the output callback's own time
+    BUFFER = "buffer"  # rendered into a buffer (no device): when the block holding it was rendered
+
+
+@dataclass(kw_only=True)
+class Presentation(Message):
+    """When one feedback change was actually presented: the display's swap or the sound's output.
+
+    ``frame`` is the imaging frame whose feedback was presented. ``skipped`` counts the changes that
+    arrived after the previous presentation and were replaced by this one before they could be shown.
+    """
+
+    KIND = "presentation"
+    VERSION = 1
+    TOPIC = Topic.PRESENTATION
+
+    what: Presented
+    screen: Screen = Screen.GREY
+    angle_deg: float = float("nan")
+    sound: Sound = Sound.NONE
+    tone_hz: float = float("nan")
+    code: int = -1  # the photodiode patch's code shown with it (bcirig.gui.photodiode); -1 none
+    skipped: int = 0
+    sample: int = -1  # sound: index of the change's first sample in the output stream; -1 display
+    clock: PresentClock = PresentClock.SWAP
+    t_update_ns: int = -1  # time.monotonic_ns() when the feedback reached the display or sound node
+    t_presented_ns: int = -1  # time.monotonic_ns() of the presentation (see ``clock``)
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.KIND: cls for cls in (Frame, Readout, Feedback, Command, Ack, Event, Log, Heartbeat, Control)
+    cls.KIND: cls
+    for cls in (Frame, Readout, Feedback, Command, Ack, Event, Log, Heartbeat, Control, Presentation)
 }
 
 _BASE_FIELDS = {"frame", "seq", "src", "t_ns"}

@@ -23,6 +23,7 @@ def check_session(protocol: Protocol, rig: Rig, rois: str = "") -> None:
     ``rois``: a ROI file or folder given on the command line instead of ``setup.roi_file``.
     """
     _check_setup(protocol, rig, rois)
+    _check_sound(protocol, rig)
     if rig.source.kind == "simulated":
         _check_simulated(protocol, rig)
 
@@ -61,3 +62,45 @@ def _check_simulated(protocol: Protocol, rig: Rig) -> None:
     except RoiError as exc:
         raise ConfigError(protocol.source_path or "<protocol>", "rois.groups", dict(protocol.rois.groups),
                           f"the groups the decoder reads ({exc})") from None
+
+
+def sound_needs(protocol: Protocol) -> list[str]:
+    """The protocol's settings that play sound (key = value), e.g. ``feedback.kind = 'tone'``; [] if none."""
+    import dataclasses
+
+    from bcirig.messages import Sound
+
+    needs = [f"feedback.kind = '{protocol.feedback.kind}'"] if protocol.feedback.kind == "tone" else []
+    for f in dataclasses.fields(protocol.outcomes):
+        outcome = getattr(protocol.outcomes, f.name)
+        if not getattr(outcome, "enabled", True):
+            continue
+        sound = getattr(outcome, "sound", Sound.NONE)
+        if sound != Sound.NONE:
+            needs.append(f"outcomes.{f.name}.sound = '{sound}'")
+        if getattr(outcome, "noise_at_iti_frame", -1) > 0:
+            needs.append(f"outcomes.{f.name}.noise_at_iti_frame = {outcome.noise_at_iti_frame}")
+    return needs
+
+
+def _check_sound(protocol: Protocol, rig: Rig) -> None:
+    """A protocol that plays sound needs an audio output on the rig, one that exists and plays its tones."""
+    needs = sound_needs(protocol)
+    if not needs:
+        return
+    file, cfg = rig.source_path or "<rig>", rig.sound
+    why = f"protocol {protocol.protocol.name!r} plays sound ({', '.join(needs)})"
+    if cfg.kind == "none":
+        raise ConfigError(file, "sound.kind", "none",
+                          f"'sounddevice' (a sound card) or 'buffer' (no speaker: samples rendered only): {why}")
+    if protocol.feedback.kind == "tone" and protocol.feedback.tone_max_hz >= cfg.sample_rate / 2:
+        raise ConfigError(file, "sound.sample_rate", cfg.sample_rate,
+                          f"more than twice feedback.tone_max_hz ({protocol.feedback.tone_max_hz:.0f} Hz)")
+    if cfg.kind == "sounddevice":
+        from bcirig.gui.audio_out import AudioDeviceError, find_output_device
+
+        try:
+            find_output_device(cfg.device)
+        except AudioDeviceError as exc:
+            raise ConfigError(file, "sound.device", cfg.device, f"an audio output device with output channels: "
+                                                                 f"{exc} ({why})") from None

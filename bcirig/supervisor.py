@@ -59,6 +59,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
+    "sound": (["task"], ["feedback"], ["task"]),
     # console: upstream is every node (their heartbeats); its data arrives on its own receiver thread
     "console": (["pipeline", "task"], ["readout", "feedback", "event", "frame", "command", "ack"],
                 ["pipeline", "task"]),
@@ -166,6 +167,7 @@ class Supervisor:
         self.task_frame = -1  # the task's last frame, from its heartbeat: when a request arrived
         self.lost_displays: set[str] = set()
         self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == "qt" else ())
+                                       + (("sound",) if self.rig.sound.kind != "none" else ())
                                        + (("console",) if console else ()))
 
     # ------------------------------------------------------------------ set-up
@@ -174,8 +176,10 @@ class Supervisor:
         for name in self.nodes:
             upstream, topics, drain = WIRING[name]
             if name == "recorder":  # the GUI nodes' final counters go into the file too
-                gui = [n for n in ("display", "console") if n in self.nodes]
+                gui = [n for n in ("display", "sound", "console") if n in self.nodes]
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
+                if "display" in self.nodes or "sound" in self.nodes:  # when the mouse saw and heard each change
+                    topics = [*topics, "presentation"]
             if name == "console":  # every node's heartbeat: the operator sees each node's health
                 upstream = [n for n in self.nodes if n != "console"]
             opts = dict(self.node_options.get(name, {}))

@@ -224,7 +224,7 @@ def test_check_session_refuses_what_the_simulated_set_up_cannot_build(fixture, s
 def test_check_session_passes_the_shipped_protocols_and_skips_the_simulator_on_a_live_rig():
     for name in ("demo", "francioni2026"):
         check_session(load_protocol(ROOT / "protocols" / f"{name}.toml"), load_rig(SIM_RIG))
-    live = parse_rig('[rig]\nname = "r"\n[source]\nkind = "network"\n', "r.toml")
+    live = parse_rig('[rig]\nname = "r"\n[source]\nkind = "network"\n[sound]\nkind = "buffer"\n', "r.toml")
     check_session(load_protocol(BROKEN / "too_many_rois.toml"), live)  # its ROIs come from its set-up file
 
 

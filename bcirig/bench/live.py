@@ -196,6 +196,8 @@ framing = "{framing}"
 port = {port}
 [valve]
 kind = "simulated"
+[sound]
+kind = "buffer"
 """
 
 

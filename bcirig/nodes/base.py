@@ -258,6 +258,7 @@ NODE_KINDS = {
     "valve": ("bcirig.nodes.valve", "ValveNode"),
     "recorder": ("bcirig.nodes.recorder", "RecorderNode"),
     "display": ("bcirig.nodes.display", "DisplayNode"),
+    "sound": ("bcirig.nodes.sound", "SoundNode"),
     "console": ("bcirig.nodes.console", "ConsoleNode"),
 }
 

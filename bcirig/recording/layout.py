@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 FORMAT = "bcirig-session"
-VERSION = 2  # 2: the acquisition table (microscope index, time, drops per frame)
-READABLE = (1, 2)
+VERSION = 3  # 2: the acquisition table (microscope index, time, drops per frame); 3: the presentation table
+READABLE = (1, 2, 3)
 
 # Stage stamps, in the order a frame's data passes them (time.monotonic_ns(), one clock for the machine).
 READOUT_STAMPS = ("source", "arrive", "registered", "extracted", "decoded", "published")
@@ -124,6 +124,21 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("t_arrive_ns", np.int64, ()),  # time.monotonic_ns() on the rig
             ("dropped", np.int64, ()),  # images lost (index gaps) since the previous frame
             ("malformed", np.int64, ()),  # images rejected (shape, dtype, plane) since the previous frame
+        ],
+        "presentation": [  # one row per feedback change the display or the speaker presented (version 3 on)
+            ("frame", np.int64, ()),  # the imaging frame whose feedback it was
+            ("device", S, ()),  # the node that presented it: display, sound
+            ("what", S, ()),  # screen, angle, sound, tone
+            ("screen", S, ()),
+            ("angle_deg", np.float32, ()),
+            ("sound", S, ()),
+            ("tone_hz", np.float32, ()),
+            ("code", np.int16, ()),  # photodiode patch code (bcirig.gui.photodiode); -1 none
+            ("skipped", np.int32, ()),  # changes replaced before they could be presented
+            ("sample", np.int64, ()),  # sound: first sample in the output stream; -1 display
+            ("clock", S, ()),  # swap, raster, dac, callback, buffer (messages.PresentClock)
+            ("t_update_ns", np.int64, ()),  # the feedback's arrival at the device node
+            ("t_presented_ns", np.int64, ()),
         ],
         "truth": truth,
         "calibration_windows": [

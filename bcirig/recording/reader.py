@@ -77,6 +77,13 @@ class SessionFile:
         n = min((len(v) for v in cols.values()), default=0)
         return {k: v[:n] for k, v in cols.items()}
 
+    def presentations(self) -> dict[str, np.ndarray]:
+        """The presentation table (display swaps, sound outputs); empty columns in files before version 3."""
+        if "presentation" in self.f:
+            return self.table("presentation")
+        cols = dict(layout.tables(0, {}))["presentation"]
+        return {name: np.zeros((0, *shape), dtype=dtype) for name, dtype, shape in cols}
+
     def events(self) -> list[dict[str, Any]]:
         """The event table as dicts with decoded JSON data."""
         ev = self.table("events")

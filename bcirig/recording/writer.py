@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 import bcirig
-from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Readout
+from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Presentation, Readout
 from bcirig.recording import layout
 
 ROOM_MARGIN_BYTES = 256 << 10
@@ -153,6 +153,10 @@ class SessionWriter:
                                msg.open_ms, msg.device_ms, _stamps(msg.t_ns, layout.ACK_STAMPS)))
         elif isinstance(msg, Event):
             self._event(msg)
+        elif isinstance(msg, Presentation):
+            self._row("presentation", (msg.frame, msg.src, msg.what.value, msg.screen.value, msg.angle_deg,
+                                       msg.sound.value, msg.tone_hz, msg.code, msg.skipped, msg.sample,
+                                       msg.clock.value, msg.t_update_ns, msg.t_presented_ns))
         self.maybe_flush()
 
     def _frame(self, msg: Frame) -> None:

@@ -67,6 +67,8 @@ kind = "{kind}"
 {table}
 [valve]
 kind = "simulated"
+[sound]
+kind = "buffer"
 """
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bcirig.config import PatchCorner
 from bcirig.gui import dominant_orientation, grating_image, screen_image
 from bcirig.messages import Screen
 
@@ -26,23 +27,53 @@ def test_drift_moves_the_bars_along_the_normal():
     np.testing.assert_allclose(a[:, 8:40].astype(int), b[:, 4:36].astype(int), atol=2)
 
 
-def test_qt_window_shows_the_commanded_grating_then_grey():
-    from bcirig.gui.display import FeedbackWindow, application, grab_gray
+def test_qpainter_fallback_window_shows_the_grating_grey_and_the_patch_code() -> None:
+    """The window used where there is no OpenGL: the same screen, read back from a real Qt screenshot."""
+    from bcirig.gui.display import FeedbackWindow, application
+    from bcirig.gui.grating import GratingSettings, dominant_frequency
+    from bcirig.gui.photodiode import measure_patch, read_code
+    from bcirig.gui.presenter import ScreenState
 
     app = application()
-    w = FeedbackWindow(size=(320, 240), period_px=48.0)
-    w.show()
-    w.show_feedback(Screen.GRATING, 60.0)
+    settings = GratingSettings(spatial_freq_cpd=0.08, patch_corner=PatchCorner.TOP_RIGHT, patch_px=24)
+    w = FeedbackWindow(settings, size=(320, 240))
+    w.set_state(ScreenState(Screen.GRATING, 60.0), 3)
+    w.present()
     app.processEvents()
-    shot = grab_gray(w)
+    shot = w.screenshot()
     assert shot.shape == (240, 320)
-    assert abs((dominant_orientation(shot) - 60.0 + 90) % 180 - 90) < 6.0
-    assert shot.std() > 40  # full-contrast grating, not a flat screen
-    w.show_feedback(Screen.GREY, float("nan"))
-    app.processEvents()
-    grey = grab_gray(w)
-    assert abs(int(np.median(grey)) - 128) <= 1 and grey.std() < 1
-    w.close()
+    angle, cycles_per_px = dominant_frequency(shot[40:, :])  # below the patch
+    assert abs((angle - 60.0 + 90) % 180 - 90) < 2.0
+    assert cycles_per_px == pytest.approx(1 / settings.period_px(320), rel=0.05)
+    assert shot[40:].std() > 40  # full-contrast grating, not a flat screen
+    assert read_code(measure_patch(shot, "top_right", 24)) == 3
+    w.set_state(ScreenState(Screen.GREY), 1)
+    w.present()
+    grey = w.screenshot()
+    assert abs(float(np.median(grey[40:])) - 128) <= 1 and grey[40:].std() < 1
+    assert read_code(measure_patch(grey, "top_right", 24)) == 1
+    w.close_window()
+
+
+def test_presenter_counts_changes_codes_and_what_was_replaced_before_a_swap() -> None:
+    from bcirig.gui.presenter import DisplayPresenter
+    from bcirig.messages import Feedback, PresentClock, Presented
+
+    p = DisplayPresenter()
+    assert not p.feedback(Feedback(frame=0, screen=Screen.GREY), 10)  # the display opens grey: no change
+    assert p.feedback(Feedback(frame=1, screen=Screen.GRATING, angle_deg=30.0), 11)
+    assert p.draw_code == 1
+    first = p.presented(12, PresentClock.SWAP)
+    assert first is not None and (first.frame, first.what, first.code, first.skipped) == (1, Presented.SCREEN, 1, 0)
+    assert not p.feedback(Feedback(frame=2, screen=Screen.GRATING, angle_deg=30.0), 13)  # same grating: drift only
+    p.feedback(Feedback(frame=3, screen=Screen.GRATING, angle_deg=45.0), 14)
+    p.feedback(Feedback(frame=4, screen=Screen.BLACK, angle_deg=45.0), 15)  # replaces frame 3 before a swap
+    rec = p.presented(16, PresentClock.SWAP)
+    assert rec is not None and (rec.frame, rec.what, rec.screen, rec.code, rec.skipped) == (
+        4, Presented.SCREEN, Screen.BLACK, 2, 1)
+    assert np.isnan(rec.angle_deg) and rec.t_update_ns == 15 and rec.t_presented_ns == 16
+    assert p.presented(17, PresentClock.SWAP) is None  # nothing new: no record
+    assert p.changes == 3 == p.count + 1  # three asked for, two shown, one replaced
 
 
 def test_console_shows_counts_and_the_readout_above_baseline_minimum():
