@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.recording import SessionFile
+from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import FEEDBACK_STAMPS
 
 OUTCOME_COLOURS = {"hit": "tab:green", "timeout": "0.6", "abort": "tab:red"}
@@ -68,14 +69,12 @@ def session_figure(path: str | Path) -> Any:
     ax.set_xlabel("time (s)")
     ax.set_title("dF/F per ROI")
     ax = axes[2]
-    stamps = fb["t_ns"]
-    a, b = stamps[:, FEEDBACK_STAMPS.index("arrive")], stamps[:, FEEDBACK_STAMPS.index("task_out")]
-    ok = (a > 0) & (b > 0)
-    if ok.any():
-        lat = (b[ok] - a[ok]) / 1e6
+    lat = interval_ms(fb["t_ns"], FEEDBACK_STAMPS, "arrive", "task_out")
+    if lat.size:
+        st = stats_ms(lat)
         ax.hist(lat, bins=np.linspace(0, max(1.0, float(np.percentile(lat, 99.5))), 80), color="tab:blue")
-        ax.axvline(float(np.median(lat)), color="k", lw=1, label=f"median {np.median(lat):.2f} ms")
-        ax.axvline(float(np.percentile(lat, 99)), color="tab:red", lw=1, label=f"p99 {np.percentile(lat, 99):.2f} ms")
+        ax.axvline(st["median_ms"], color="k", lw=1, label=f"median {st['median_ms']:.2f} ms")
+        ax.axvline(st["p99_ms"], color="tab:red", lw=1, label=f"p99 {st['p99_ms']:.2f} ms")
         ax.legend(fontsize=8)
     ax.set_xlabel("frame arrival → feedback/command sent (ms)")
     ax.set_ylabel("frames")

@@ -32,6 +32,7 @@ import numpy as np
 
 from bcirig.export.common import SessionData, load_session_data
 from bcirig.recording import SessionFileError
+from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import FEEDBACK_STAMPS
 
 LICK_WINDOW_S = (-2.0, 4.0)
@@ -74,10 +75,7 @@ def day_numbers(data: SessionData) -> Day:
     tth = tr["frames"][hit] / rate if hit.any() else np.array([])
     calib = data.calibration
     shift = np.hypot(*ro["shift"].T) if len(ro["frame"]) else np.array([])
-    stamps = fb["t_ns"]
-    a, b = stamps[:, FEEDBACK_STAMPS.index("arrive")], stamps[:, FEEDBACK_STAMPS.index("task_out")]
-    ok = (a > 0) & (b > 0)
-    latency = (b[ok] - a[ok]) / 1e6
+    latency = stats_ms(interval_ms(fb["t_ns"], FEEDBACK_STAMPS, "arrive", "task_out"))
     # reward times: the frames of the reward commands; licks on the frame clock
     actions = [x.decode() for x in data.commands["action"]]
     reward_frames = data.commands["frame"][[k in ("reward", "reward_opto") for k in actions]]
@@ -121,7 +119,7 @@ def day_numbers(data: SessionData) -> Day:
         "rule": str(calib.get("rule", "stricter")),
         "motion_median_px": _quantile(shift[np.isfinite(shift)], 0.5),
         "motion_p95_px": _quantile(shift[np.isfinite(shift)], 0.95),
-        "latency_median_ms": _quantile(latency, 0.5), "latency_p99_ms": _quantile(latency, 0.99),
+        "latency_median_ms": latency["median_ms"], "latency_p99_ms": latency["p99_ms"],
         "rewards": len(reward_t), "licks": len(licks),
         "lick_rate_before_hz": before, "lick_rate_after_hz": after,
     }

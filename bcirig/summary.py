@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.recording import SessionFile
+from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import ACK_STAMPS, FEEDBACK_STAMPS, READOUT_STAMPS
 
 # (label, table, from-stamp, to-stamp)
@@ -33,25 +34,13 @@ def latency_stats(sf: SessionFile) -> dict[str, dict[str, float]]:
     for label, table, a, b in INTERVALS:
         if table not in cache:
             cache[table] = sf.table(table)["t_ns"]
-        t = cache[table]
-        names = _STAMPS[table]
-        if t.size == 0:
-            continue
-        ta, tb = t[:, names.index(a)], t[:, names.index(b)]
-        ok = (ta > 0) & (tb > 0)
-        if not ok.any():
-            continue
-        d = (tb[ok] - ta[ok]) / 1e6
-        out[label] = _stats(d)
+        d = interval_ms(cache[table], _STAMPS[table], a, b)
+        if d.size:
+            out[label] = stats_ms(d)
     transfer = _acquired_to_arrived(sf)
     if transfer is not None:
-        out = {"frame sent -> arrived (sender on this clock)": _stats(transfer), **out}
+        out = {"frame sent -> arrived (sender on this clock)": stats_ms(transfer), **out}
     return out
-
-
-def _stats(d: np.ndarray) -> dict[str, float]:
-    return {"n": int(d.size), "median_ms": float(np.median(d)), "p99_ms": float(np.percentile(d, 99)),
-            "max_ms": float(d.max())}
 
 
 def _acquired_to_arrived(sf: SessionFile) -> np.ndarray | None:

@@ -21,11 +21,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bcirig.devices import ValveController, ValveEmulator
+from bcirig.recording.latency import stats_ms
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def _summary(ms: list[float]) -> dict[str, float]:
+    """Median, p99 and count of durations (ms): bcirig's one latency statistic."""
+    st = stats_ms(ms)
+    return {"median": st["median_ms"], "p99": st["p99_ms"], "n": st["n"]}
 
 
 def measure(pings: int = 300, pulses: int = 30, pulse_ms: int = 50) -> dict[str, Any]:
@@ -52,9 +54,8 @@ def measure(pings: int = 300, pulses: int = 30, pulse_ms: int = 50) -> dict[str,
             errors.append(duration - ack.open_ms)
         valve.close()
     return {
-        "ping_round_trip_ms": {"median": statistics.median(ping_ms), "p99": _percentile(ping_ms, 99),
-                               "n": len(ping_ms)},
-        "reward_ack_ms": {"median": statistics.median(ack_ms), "p99": _percentile(ack_ms, 99), "n": len(ack_ms)},
+        "ping_round_trip_ms": _summary(ping_ms),
+        "reward_ack_ms": _summary(ack_ms),
         "pulse_error_ms": {"mean": statistics.fmean(errors), "max_abs": max(abs(e) for e in errors),
                            "pulse_ms": pulse_ms, "n": len(errors)},
     }

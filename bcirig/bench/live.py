@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.processing.synthetic import make_movie
+from bcirig.recording.latency import stats_ms
 
 CLOOSE_MS = {"one_pc": 3.0, "two_pcs": 7.05}
 SHAPE = (512, 796)
@@ -37,13 +38,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _stats(ms: np.ndarray) -> dict[str, float]:
-    if ms.size == 0:
-        return {"n": 0, "median_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    return {"n": int(ms.size), "median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
-            "max_ms": float(ms.max())}
 
 
 # ------------------------------------------------------------------------------------- ways in
@@ -157,7 +151,7 @@ def transfer(kind: str, n: int = 200, rate_hz: float = 100.0) -> dict[str, Any]:
     sent = np.array([int(s) for s in out.split()], np.int64)
     k = min(len(sent), len(arrivals))
     ms = (np.asarray(arrivals[:k], np.int64) - sent[:k]) / 1e6
-    return {"frames": n, "received": len(arrivals), "identical": identical, **_stats(ms[5:])}  # 5: warm-up
+    return {"frames": n, "received": len(arrivals), "identical": identical, **stats_ms(ms[5:])}  # 5: warm-up
 
 
 def transfers(quick: bool = False) -> dict[str, Any]:
@@ -249,9 +243,9 @@ def chain(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir: P
             "frames": n_frames, "readouts": len(ro["frame"]), "decided": len(np.unique(fb["frame"])),
             "dropped_frames": int(acq["dropped"].sum()), "malformed_frames": int(acq["malformed"].sum()),
             "sender": sent.stdout.strip().splitlines()[-1] if sent.stdout.strip() else "",
-            "transfer": _stats((acq["t_arrive_ns"][:n] - t_acq[:n]) / 1e6),
-            "sent_to_readout": _stats((published - t_acq[:n]) / 1e6),
-            "sent_to_feedback": _stats((task_out - t_acq[:n]) / 1e6),
+            "transfer": stats_ms((acq["t_arrive_ns"][:n] - t_acq[:n]) / 1e6),
+            "sent_to_readout": stats_ms((published - t_acq[:n]) / 1e6),
+            "sent_to_feedback": stats_ms((task_out - t_acq[:n]) / 1e6),
             "session_error": res.error if res.error != "stopped by request" else "",
             "errors": errors,
         }

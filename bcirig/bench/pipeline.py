@@ -17,6 +17,7 @@ from bcirig.processing import Pipeline
 from bcirig.processing.naive import NaivePipeline
 from bcirig.processing.replay import replay
 from bcirig.processing.synthetic import Movie, make_movie
+from bcirig.recording.latency import stats_ms
 
 CASES = [  # name, height, width, rois, rate_hz
     ("512x512@30Hz 10 ROIs", 512, 512, 10, 30.0),
@@ -32,12 +33,6 @@ def prefill_f0(pipe: Pipeline, movie: Movie) -> None:
     level = np.asarray(r.F, np.float64) - pipe.neuropil_coefficient * np.asarray(r.neuropil, np.float64)
     for _ in range(pipe.f0.window):
         pipe.f0.update(level * (1 + 0.05 * rng.standard_normal(len(level))))
-
-
-def stats_ms(ns: list[int] | np.ndarray) -> dict[str, float]:
-    """median, p99, max in ms of nanosecond durations."""
-    a = np.asarray(ns, np.float64) / 1e6
-    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
 
 
 def paced_latency(pipe: Pipeline, movie: Movie, n: int, rate_hz: float) -> dict[str, Any]:
@@ -61,7 +56,8 @@ def paced_latency(pipe: Pipeline, movie: Movie, n: int, rate_hz: float) -> dict[
         stages.append((t["registered"] - t["arrive"], t["extracted"] - t["registered"], t["decoded"] - t["extracted"]))
     s = np.median(np.array(stages), axis=0) / 1e6
     return {
-        **stats_ms(lat), "frames": n, "late": int(late), "cpu_median_ms": float(np.median(cpu)) / 1e6,
+        **stats_ms(np.asarray(lat, np.float64) / 1e6), "frames": n, "late": int(late),
+        "cpu_median_ms": float(np.median(cpu)) / 1e6,
         "stage_median_ms": {"register": float(s[0]), "extract": float(s[1]), "f0_dff_decode": float(s[2])},
     }
 
