@@ -39,6 +39,7 @@ class Topic(enum.StrEnum):
     EVENT = "event"
     COMMAND = "command"
     ACK = "ack"
+    LICKPORT = "lickport"  # where the motorised lickport was on each frame (commanded and measured)
     LOG = "log"
     HEARTBEAT = "heartbeat"
     CONTROL = "control"
@@ -48,9 +49,15 @@ class Topic(enum.StrEnum):
 class Phase(enum.StrEnum):
     """Session phase as run by the task."""
 
-    WAITING = "waiting"
-    BASELINE = "baseline"
-    CLOSED_LOOP = "closed_loop"
+    WAITING = "waiting"  # before the first frame
+    ALIGNMENT = "alignment"  # the field of view aligned to an earlier day's (the set-up phase, before frames)
+    BASELINE = "baseline"  # open loop; its readout calibrates the threshold
+    CALIBRATION = "calibration"  # the threshold computed from the last baseline (no frames of its own)
+    CLOSED_LOOP = "closed_loop"  # trials: feedback follows the readout, hits rewarded
+    DEGRADATION = "degradation"  # trials, but rewards uncoupled from the readout, at the rate earned before
+    REINSTATEMENT = "reinstatement"  # closed-loop trials again after a degradation
+    SPONTANEOUS = "spontaneous"  # open loop: readout recorded, no trials (or open-loop stimuli)
+    PHOTOSTIM_MAPPING = "photostim_mapping"  # marker only: another system photostimulates; grey screen
     DONE = "done"
     SAFE = "safe"
 
@@ -58,11 +65,14 @@ class Phase(enum.StrEnum):
 class TrialState(enum.StrEnum):
     """Where the trial state machine is on a frame."""
 
-    NONE = "none"  # not in the trial phase (baseline, done, safe)
+    NONE = "none"  # not in a trial phase (baseline, spontaneous, done, safe)
+    WAITING = "waiting"  # a phase waits for the experimenter's start command
+    PAUSED = "paused"  # the experimenter paused: grey, nothing evaluated, the clocks stopped
     GREY = "grey"  # grey screen at the start of a trial; the readout is not evaluated
     ACTIVE = "active"  # closed-loop feedback; hit / abort / timeout evaluated
     HIT_HOLD = "hit_hold"
     ABORT_HOLD = "abort_hold"
+    TIMEOUT_HOLD = "timeout_hold"  # only when outcomes.timeout.hold_frames > 0
     ITI = "iti"
 
 
@@ -114,6 +124,7 @@ class EventKind(enum.StrEnum):
     SOURCE_LINK = "source_link"  # the microscope's link went down or came back (counts, last error)
     SAFE_STATE = "safe_state"
     OPERATOR = "operator"  # the task applied (or refused) an experimenter's command on this frame
+    UNCOUPLED_REWARD = "uncoupled_reward"  # a degradation phase's reward, given whatever the readout
     SESSION_END = "session_end"
 
 
@@ -125,6 +136,14 @@ class NodeState(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+class LogLevel(enum.StrEnum):
+    """How much a node's log line matters; ``ERROR`` is what the supervisor reports on failure."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
 
 
 class ControlAction(enum.StrEnum):
@@ -151,6 +170,72 @@ class OperatorCommand(enum.StrEnum):
     RESUME = "resume"
     REWARD = "reward"  # a manual reward of ``Control.value`` ul (0: the protocol's volume)
     FLUSH = "flush"  # open the valve for ``Control.value`` ms to prime the line
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """The typed payload of a ``trial_end`` event (what the trial table and every counter read)."""
+
+    outcome: Outcome
+    start_frame: int
+    frames: int  # from the trial's start to its outcome, inclusive
+    reward_frame: int = -1  # the frame of its reward command, -1 for none
+    phase: Phase = Phase.CLOSED_LOOP
+    catch: bool = False
+
+    def to_data(self) -> dict[str, Any]:
+        """The event's ``data`` (JSON scalars)."""
+        data: dict[str, Any] = {"outcome": self.outcome.value, "start_frame": self.start_frame,
+                                "frames": self.frames, "reward_frame": self.reward_frame}
+        if self.phase is not Phase.CLOSED_LOOP:
+            data["phase"] = self.phase.value
+        if self.catch:
+            data["catch"] = True
+        return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> TrialEnd:
+        """Back from an event's ``data`` (older files lack phase and catch)."""
+        return cls(outcome=Outcome(data["outcome"]), start_frame=int(data["start_frame"]), frames=int(data["frames"]),
+                   reward_frame=int(data.get("reward_frame", -1)), phase=Phase(data.get("phase", "closed_loop")),
+                   catch=bool(data.get("catch", False)))
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """Trials by outcome: the one way bcirig counts them (task, summary, supervisor, console, simulation)."""
+
+    trials: int = 0
+    hits: int = 0
+    aborts: int = 0
+    timeouts: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits per ended trial; NaN before any."""
+        return self.hits / self.trials if self.trials else float("nan")
+
+    @classmethod
+    def of(cls, outcomes: typing.Iterable[Outcome | str | bytes | None]) -> OutcomeCounts:
+        """Count outcomes given as members, their strings or the file's bytes; empty and None are skipped."""
+        n = {o: 0 for o in Outcome}
+        for o in outcomes:
+            if isinstance(o, bytes):
+                o = o.decode()
+            if o:
+                n[Outcome(o)] += 1
+        return cls(trials=sum(n.values()), hits=n[Outcome.HIT], aborts=n[Outcome.ABORT], timeouts=n[Outcome.TIMEOUT])
+
+    def add(self, outcome: Outcome | str) -> OutcomeCounts:
+        """These counts and one more trial."""
+        one = OutcomeCounts.of([outcome])
+        return OutcomeCounts(self.trials + 1, self.hits + one.hits, self.aborts + one.aborts,
+                             self.timeouts + one.timeouts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """trials, hits, aborts, timeouts, hit_rate."""
+        return {"trials": self.trials, "hits": self.hits, "aborts": self.aborts, "timeouts": self.timeouts,
+                "hit_rate": self.hit_rate}
 
 
 @dataclass(kw_only=True)
@@ -262,6 +347,28 @@ class Ack(Message):
 
 
 @dataclass(kw_only=True)
+class LickportPosition(Message):
+    """Where the lickport was on one frame: the task's command and the stage's own report of its position.
+
+    Both positions are mm travelled toward the mouse from the port's start (the rig's ``lickport.min_mm``).
+    ``frame`` is the feedback frame the command came from; after a SAFE broadcast the rows of the
+    retraction carry the last frame seen and ``retracting`` is true. ``t_ns`` stamps: task_out (the
+    feedback's), device_in (the lickport node got it), asked (the position request was written) and
+    device_ack (its reply was read).
+    """
+
+    KIND = "lickport"
+    VERSION = 1
+    TOPIC = Topic.LICKPORT
+
+    commanded_mm: float = float("nan")  # Feedback.lickport_mm (NaN: the task did not drive the port; held at start)
+    speed_mm_s: float = float("nan")  # Feedback.lickport_speed_mm_s
+    measured_mm: float = float("nan")  # the stage's reported position when the node handled the frame
+    moving: bool = False  # the stage said BUSY
+    retracting: bool = False  # a SAFE broadcast came: the port goes back to its start
+
+
+@dataclass(kw_only=True)
 class Event(Message):
     """One row of the event table (trial start/end, calibration, licks, ...)."""
 
@@ -276,14 +383,14 @@ class Event(Message):
 
 @dataclass(kw_only=True)
 class Log(Message):
-    """A human-readable line from a node; level 'error' is what the supervisor reports on failure."""
+    """A human-readable line from a node; level ERROR is what the supervisor reports on failure."""
 
     KIND = "log"
     VERSION = 1
     TOPIC = Topic.LOG
 
     node: str
-    level: str
+    level: LogLevel
     text: str
 
 
@@ -361,7 +468,7 @@ class Presentation(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.KIND: cls
-    for cls in (Frame, Readout, Feedback, Command, Ack, Event, Log, Heartbeat, Control, Presentation)
+    for cls in (Frame, Readout, Feedback, Command, Ack, LickportPosition, Event, Log, Heartbeat, Control, Presentation)
 }
 
 _BASE_FIELDS = {"frame", "seq", "src", "t_ns"}

@@ -203,8 +203,8 @@ def test_a_smoothing_change_changes_the_readout_and_the_report_names_the_old_val
     ("readout.smoothing.frames=-3", "[readout.smoothing]\nframes = -3",
      "readout.smoothing.frames = -3: expected an integer in [1, 10000]"),
     ("calibration.threshold=0.3", "[calibration]\nthreshold = 0.3",
-     "calibration.threshold = 0.3: expected no such key; known keys here: windows, target_hit_fraction, "
-     "across_days, pool_days, fixed_threshold"),
+     "calibration.threshold = 0.3: expected no such key; known keys here: rule, windows, "
+     "target_hit_fraction, target_hits_per_min, across_days, pool_days, fixed_threshold"),
     ("readout.f0.kind=mode", "[readout.f0]\nkind = 'mode'",
      "readout.f0.kind = 'mode': expected one of 'percentile', 'running_mean', 'kde_mode'"),
 ])

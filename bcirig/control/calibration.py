@@ -20,16 +20,30 @@ carried to the next day, where one of these rules (``calibration.across_days``) 
   and, once three days are known, the spread of the last ``pool_days`` days' own thresholds (days differ
   by more than one baseline's sampling error shows).
 
-``calibration.fixed_threshold`` replaces the calibrated threshold by a given one (what-if replay).
+Today's threshold comes from one of the registered rules (``RULES``, chosen by ``calibration.rule``):
+
+* ``resampled_fraction`` (above; Francioni 2026, CLOOSE);
+* ``target_rate`` (the Carmena lab's acquisition code, Vendrell-Llopis 2022): the lowest threshold at which
+  the baseline readout, run through the trial rules (the refractory rule, and the hold, ITI and grey frames
+  during which no hit can count), would have earned at most ``target_hits_per_min`` hits per minute;
+* ``fixed``: ``calibration.fixed_threshold``, the rig operator's number.
+
+The windows are drawn whatever the rule, so the fraction of them that reach the threshold, the calibrated
+chance, is reported for every rule. For lickport feedback a window "reaches" the threshold when the port it
+drives would have arrived (the window's summed readout, scaled by the port's speed and travel).
+``calibration.fixed_threshold`` given with another rule replaces its result (what-if replay).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from bcirig.config import CalibrationRule, FeedbackKind, Protocol
 
 NOISE_MARGIN_SE = 2.0  # pooled rule: difficulty may drop by at most this many standard errors of the mean
 
@@ -119,6 +133,134 @@ def quantile_standard_error(values: np.ndarray, fraction: float, independent: fl
     return float(math.sqrt(p * (1 - p) / max(independent, 1.0)) * (hi - lo) / spread)
 
 
+@dataclass(frozen=True)
+class HitRules:
+    """What the task's trial rules make of a readout, for the rules that count the hits a baseline earns."""
+
+    frame_rate_hz: float
+    dead_frames: int = 0  # after a hit: hold, ITI and grey frames, in which no hit can count
+    refractory_fraction: float = 0.0  # the next hit counts once the readout stayed below fraction * threshold
+    refractory_frames: int = 0  # ... for this many frames
+    travel_scale: float = 0.0  # lickport: speed / (frame rate * travel); a hit when the summed readout arrives
+
+    @classmethod
+    def of(cls, protocol: Protocol) -> HitRules:
+        """The rules a protocol's task applies."""
+        hit, t, fb = protocol.outcomes.hit, protocol.trials, protocol.feedback
+        scale = 0.0
+        if fb.kind is FeedbackKind.LICKPORT:
+            scale = fb.lickport_speed_mm_s / (protocol.imaging.frame_rate_hz * fb.lickport_travel_mm)
+        return cls(frame_rate_hz=protocol.imaging.frame_rate_hz,
+                   dead_frames=max(hit.hold_frames - 1, 0) + hit.iti_frames + t.grey_frames,
+                   refractory_fraction=t.refractory_fraction, refractory_frames=t.refractory_frames,
+                   travel_scale=scale)
+
+
+def window_statistic(above: np.ndarray, window_frames: int, rules: HitRules | None = None) -> np.ndarray:
+    """For each window start, the highest threshold at which that window has a hit.
+
+    The window's maximum (a threshold crossing); for a lickport, its summed readout above the baseline minimum
+    times ``travel_scale`` (the port arrives when that sum, over the threshold, covers the travel). Invalid
+    frames (NaN) count as no activity.
+    """
+    if rules is not None and rules.travel_scale > 0:
+        pos = np.where(np.isfinite(above), np.maximum(above, 0.0), 0.0)
+        csum = np.concatenate([[0.0], np.cumsum(pos)])
+        return (csum[window_frames:] - csum[:-window_frames]) * rules.travel_scale
+    windows = np.lib.stride_tricks.sliding_window_view(np.where(np.isfinite(above), above, -np.inf), window_frames)
+    return windows.max(axis=1)
+
+
+def baseline_hits(above: np.ndarray, threshold: float, rules: HitRules) -> int:
+    """Hits the baseline readout (above its minimum) would have earned at ``threshold`` under ``rules``."""
+    if threshold <= 0:
+        return int(np.isfinite(above).sum())
+    refractory = rules.refractory_fraction > 0 and rules.refractory_frames > 0
+    low = rules.refractory_fraction * threshold
+    armed, below, dead, pos, hits = True, 0, 0, 0.0, 0
+    for v in above.tolist():
+        finite = v == v
+        if refractory and not armed:
+            below = below + 1 if finite and v < low else 0
+            armed = below >= rules.refractory_frames
+        if dead:
+            dead -= 1
+            continue
+        if not finite:
+            continue
+        if rules.travel_scale > 0:
+            pos += max(v, 0.0) * rules.travel_scale / threshold
+            hit = pos >= 1.0
+        else:
+            hit = v >= threshold
+        if hit and armed:
+            hits += 1
+            dead = rules.dead_frames
+            armed, below, pos = not refractory, 0, 0.0
+    return hits
+
+
+def threshold_for_rate(above: np.ndarray, hits_per_min: float, rules: HitRules) -> float:
+    """Lowest threshold at which the baseline earns at most ``hits_per_min`` (bisection to 1e-6 relative)."""
+    minutes = above.size / rules.frame_rate_hz / 60.0
+    allowed = math.floor(hits_per_min * minutes + 1e-9)
+    finite = above[np.isfinite(above)]
+    hi = float(finite.max()) if finite.size else 1.0
+    if rules.travel_scale > 0:
+        hi = float(np.maximum(finite, 0.0).sum()) * rules.travel_scale
+    hi = max(hi, 1e-12) * (1 + 1e-9) + 1e-12
+    lo = 0.0
+    if baseline_hits(above, hi, rules) > allowed:  # cannot happen for a crossing (nothing reaches above the max)
+        return hi
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if baseline_hits(above, mid, rules) <= allowed:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-6 * hi:
+            break
+    return hi
+
+
+@dataclass(frozen=True)
+class BaselineWindows:
+    """The baseline as the rules see it: readout above its minimum and the resampled windows' statistic."""
+
+    above: np.ndarray
+    maxima: np.ndarray  # per drawn window: the highest threshold at which it has a hit
+    target_fraction: float
+    hits_per_min: float
+    rules: HitRules | None
+    fixed: float | None
+
+
+ThresholdRule = Callable[[BaselineWindows], float]
+
+
+def _resampled_fraction(w: BaselineWindows) -> float:
+    return threshold_for_fraction(w.maxima, w.target_fraction)
+
+
+def _target_rate(w: BaselineWindows) -> float:
+    if w.rules is None:
+        raise CalibrationError("calibration.rule = 'target_rate' needs the trial rules (frame rate, hold, ITI)")
+    return threshold_for_rate(w.above, w.hits_per_min, w.rules)
+
+
+def _fixed(w: BaselineWindows) -> float:
+    if w.fixed is None:
+        raise CalibrationError("calibration.rule = 'fixed' needs calibration.fixed_threshold")
+    return float(w.fixed)
+
+
+RULES: dict[CalibrationRule, ThresholdRule] = {
+    CalibrationRule.RESAMPLED_FRACTION: _resampled_fraction,
+    CalibrationRule.TARGET_RATE: _target_rate,
+    CalibrationRule.FIXED: _fixed,
+}
+
+
 def calibrate(
     baseline_readout: np.ndarray,
     *,
@@ -131,13 +273,18 @@ def calibrate(
     previous_z: tuple[float, ...] = (),
     pool_days: int = 1,
     fixed_threshold: float | None = None,
+    threshold_rule: CalibrationRule = CalibrationRule.RESAMPLED_FRACTION,
+    hit_rules: HitRules | None = None,
+    target_hits_per_min: float = 0.6,
 ) -> CalibrationResult:
     """Calibrate the hit threshold from the smoothed baseline readout (NaN marks rejected frames).
 
     ``carried_z`` is yesterday's threshold in noise units (NaN on day 1). ``rule``: ``stricter`` (the default
     when ``carried_z`` is given), ``today``, or ``pooled`` with ``previous_z`` (earlier days' own thresholds,
-    oldest first) and ``pool_days``. ``fixed_threshold`` overrides the result (readout units above the
-    baseline minimum); the windows are still drawn, so the achieved fraction says what it means today.
+    oldest first) and ``pool_days``. ``threshold_rule`` picks today's threshold from ``RULES``
+    (``hit_rules`` for target_rate and lickport windows). ``fixed_threshold`` overrides the result (readout
+    units above the baseline minimum); the windows are still drawn, so the achieved fraction says what it
+    means today.
     """
     if rule is None:
         rule = "stricter" if math.isfinite(carried_z) else "today"
@@ -154,12 +301,12 @@ def calibrate(
     baseline_min = float(np.nanmin(x))
     above = x - baseline_min
     starts = rng.integers(0, x.size - window_frames + 1, size=n_windows)
-    # Maximum of every window start at once: sliding maximum over all positions, then pick.
-    windows = np.lib.stride_tricks.sliding_window_view(np.where(valid, above, -np.inf), window_frames)
-    all_maxima = windows.max(axis=1)
-    maxima = all_maxima[starts]
+    # The statistic of every window start at once (sliding maximum, or sum for a lickport), then pick.
+    maxima = window_statistic(above, window_frames, hit_rules)[starts]
     maxima = np.where(np.isfinite(maxima), maxima, 0.0)
-    threshold_today = threshold_for_fraction(maxima, target_fraction)
+    threshold_today = RULES[CalibrationRule(threshold_rule)](BaselineWindows(
+        above=above, maxima=maxima, target_fraction=target_fraction, hits_per_min=target_hits_per_min,
+        rules=hit_rules, fixed=fixed_threshold))
     median, sigma = half_gaussian_sigma(x[valid])
 
     def to_z(level_above_min: float) -> float:
@@ -228,6 +375,7 @@ def calibrate_day(
     window_frames: int,
     rng: np.random.Generator,
     carried: dict[str, Any] | None = None,
+    hit_rules: HitRules | None = None,
 ) -> CalibrationResult:
     """Calibrate with a protocol's ``[calibration]`` table and what yesterday's task carried forward."""
     carried = carried or {}
@@ -243,6 +391,9 @@ def calibrate_day(
         previous_z=tuple(float(z) for z in carried.get("daily_z", ())),
         pool_days=int(getattr(config, "pool_days", 1)),
         fixed_threshold=getattr(config, "fixed_threshold", None),
+        threshold_rule=getattr(config, "rule", CalibrationRule.RESAMPLED_FRACTION),
+        hit_rules=hit_rules,
+        target_hits_per_min=float(getattr(config, "target_hits_per_min", 0.6)),
     )
 
 

@@ -1,4 +1,4 @@
-"""Readout -> what the mouse perceives: binned grating orientation, or tone pitch."""
+"""Readout -> what the mouse perceives: binned grating orientation, or tone pitch (continuous or binned)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def grating_angle(readout_norm: float, threshold: float, cfg: FeedbackConfig) ->
 
 
 def tone_frequency(readout_norm: float, threshold: float, cfg: FeedbackConfig) -> float:
-    """Tone pitch in Hz, linear in octaves from tone_min_hz (baseline minimum) to tone_max_hz (threshold)."""
+    """Tone pitch in Hz, linear in octaves from tone_min_hz (baseline minimum) to tone_max_hz (threshold).
+
+    With ``tone_bins`` > 1 the pitch moves in that many steps (bins run linearly to the threshold, the top
+    bin at the threshold, as the grating's do); otherwise continuously.
+    """
     frac = 0.0 if not math.isfinite(readout_norm) or threshold <= 0 else min(1.0, max(0.0, readout_norm / threshold))
+    if cfg.tone_bins > 1:
+        frac = activity_bin(readout_norm, threshold, cfg.tone_bins) / (cfg.tone_bins - 1)
     return cfg.tone_min_hz * (cfg.tone_max_hz / cfg.tone_min_hz) ** frac
