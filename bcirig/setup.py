@@ -221,9 +221,30 @@ class SetupPhase:
                 acc.add(moved[p])
 
     # ------------------------------------------------------------------ deciding
-    def finish(self, suggest: Any = None) -> Setup:
+    def reference_image(self) -> np.ndarray:
+        """The reference so far: the registered frames' average (every plane)."""
+        if self._reg is None:
+            self._start()
+        return (self._total / max(1, len(self.frames))).astype(np.float32)
+
+    def candidates(self) -> list[Any]:
+        """Day 1's detected candidates, best first (the operator picks from them in the console)."""
+        from bcirig.processing.detection import detect_candidates
+
+        if not self.detecting or not self.frames:
+            return []
+        if self._reg is None:
+            self._start()
+        img = self.protocol.imaging
+        radius = self.protocol.setup.cell_radius_px or max(3.0, min(img.height, img.width) / 64)
+        acc = self._summaries[img.bci_plane]
+        return detect_candidates(acc.mean_image(), acc.correlation_image(), cell_radius_px=radius,
+                                 plane=img.bci_plane)
+
+    def finish(self, suggest: Any = None, chosen: RoiSet | None = None) -> Setup:
         """Decide. ``suggest(candidates) -> (groups, score)``: the simulated operator, used only when no
-        choice was given; raises :class:`SetupError` saying what to give or check."""
+        choice was given; ``chosen``: the ROIs the operator accepted in the console (then nothing else
+        decides); raises :class:`SetupError` saying what to give or check."""
         t0 = time.perf_counter()
         if not self.frames:
             raise SetupError("the set-up phase got no frames")
@@ -233,7 +254,10 @@ class SetupPhase:
         shifts = np.array(self._shifts, np.float64)
         report: dict[str, Any] = {"frames": len(self.frames), "day": self.day,
                                   "shift_sd_px": [float(v) for v in np.std(shifts, axis=0)]}
-        if self.later:
+        if chosen is not None:
+            rois = chosen
+            report["method"] = "console"
+        elif self.later:
             assert self.previous is not None
             rois = self._align(reference, report)
         else:

@@ -128,6 +128,7 @@ class Supervisor:
         rois: str = "",
         choose: dict[str, list[int]] | None = None,
         allow_pickle: bool = False,
+        setup_console: bool = False,
     ) -> None:
         self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
         self.rig = load_rig(rig_path)
@@ -151,6 +152,7 @@ class Supervisor:
         self.carry_forward: dict[str, Any] | None = None
         self.progress = progress
         self.setup = setup  # None: decided in the set-up phase (or the simulated truth)
+        self.setup_console = setup_console  # the operator chooses the ROIs in the set-up window
         self.setup_report: dict[str, Any] = {}
         self._sub: Subscriber | None = None
         self.setup_skip = 0
@@ -244,7 +246,8 @@ class Supervisor:
             source.close()
         streamed = time.monotonic() - t0
         self.setup_skip = len(phase.frames) if source.paced else 0
-        setup = phase.finish(suggest=getattr(source, "suggest_groups", None))
+        setup = (self._setup_in_console(phase, source) if self.setup_console
+                 else phase.finish(suggest=getattr(source, "suggest_groups", None)))
         setup.report.update(stream_seconds=streamed, phase_seconds=time.monotonic() - t0,
                             frames_seconds=phase.needed / self.protocol.imaging.frame_rate_hz)
         truth = getattr(source, "setup_truth", None)  # a simulated source's ground truth, recorded beside
@@ -258,6 +261,55 @@ class Supervisor:
             self.progress.write(f"bcirig: set-up: {r['rois']} ROIs ({r.get('method')}: {where}) in "
                                 f"{r['phase_seconds']:.1f} s\n")
         return setup, np.stack(phase.frames)
+
+    def _setup_in_console(self, phase: SetupPhase, source: FrameSource) -> Setup:
+        """The operator edits the ROIs on the reference in the set-up window and accepts or rejects them
+        (bcirig.gui.setup_window); a rejection stops here, before any folder or file exists."""
+        from bcirig.gui.setup_editor import read_answer, write_request
+
+        info: dict[str, Any] = {"day": self.day}
+        proposal = None
+        try:  # what the set-up would decide without the operator: day 2's moved ROIs, a file, --choose
+            proposed = phase.finish(suggest=None)
+            proposal, info = proposed.roi_set(), {**info, **proposed.report}
+        except SetupError as exc:
+            if phase.later:
+                raise
+            info["note"] = str(exc)
+        folder = Path(tempfile.mkdtemp(prefix="bcirig-setup-"))
+        try:
+            ref = phase.reference_image()
+            groups = list(self.protocol.rois.groups) or ["P+", "P-"]
+            write_request(folder, ref, self.protocol.imaging.bci_plane, [c.roi for c in phase.candidates()],
+                          proposal, info, groups)
+            cls = str(self.node_options.get("setup_window", {}).get("window_class", ""))
+            cmd = [sys.executable, "-m", "bcirig.gui.setup_window", str(folder)] + (["--class", cls] if cls else [])
+            if self.progress is not None:
+                self.progress.write("bcirig: set-up: choose the ROIs in the set-up window, then accept (or reject)\n")
+            with open(folder / "window.log", "wb") as log_file:
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+            while proc.poll() is None:
+                if self.stop_requested:
+                    proc.kill()
+                    proc.wait()
+                    raise SetupError(f"{self.stop_requested} during the set-up phase; nothing was recorded")
+                time.sleep(0.1)
+            accepted, reason, rois, answer = read_answer(folder)
+            if proc.returncode != 0 and not accepted:
+                log = (folder / "window.log").read_text(errors="replace").strip().splitlines()
+                last = log[-1] if log else ""
+                reason = f"{reason} (the window exited with {_describe_exit(proc.returncode)}: {last})"
+            if not accepted or rois is None:
+                raise SetupError(f"set-up rejected: {reason}; nothing was recorded")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        setup = phase.finish(chosen=rois)
+        setup.report.update(operator="console", proposal=info.get("method", ""), picked=answer.get("picked", []),
+                            alignment_confirmed=answer.get("alignment_confirmed"))
+        for key in ("fov_offset_px", "alignment_quality", "previous_day"):
+            if key in info:
+                setup.report[key] = info[key]
+        return setup
 
     def _stream(self, source: FrameSource, phase: SetupPhase) -> None:
         """Feed the phase the first volumes (wiring only: the assembler checks, the phase decides)."""

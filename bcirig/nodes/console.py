@@ -61,7 +61,10 @@ class ConsoleNode(Node):
 
     def on_tick(self, now: float) -> None:
         while self.dealer.poll(0):
-            self.window.on_answer(Answer.decode(self.dealer.recv_multipart()))
+            answer = Answer.decode(self.dealer.recv_multipart())
+            key = "answers_ok" if answer.ok else "answers_refused"
+            self.counters[key] = self.counters.get(key, 0) + 1
+            self.window.on_answer(answer)
         if now >= self.next_refresh:
             self._refresh()
             self.next_refresh = now + self.refresh_s
