@@ -18,7 +18,7 @@ from pathlib import Path
 
 import zmq
 
-from bcirig.config import BusConfig
+from bcirig.config import BusConfig, Transport
 from bcirig.messages import Message, Topic, WireError, decode, encode
 
 SNDHWM = 20000
@@ -30,7 +30,7 @@ def endpoints(run_dir: Path, names: Iterable[str], bus: BusConfig) -> dict[str, 
     """One PUB endpoint per node (ipc:// under run_dir, or tcp:// on loopback ports from base_port)."""
     out = {}
     for i, name in enumerate(names):
-        if bus.transport == "ipc":
+        if bus.transport == Transport.IPC:
             out[name] = f"ipc://{run_dir / (name + '.pub')}"
         else:
             out[name] = f"tcp://{bus.host}:{bus.base_port + i}"

@@ -9,11 +9,26 @@ stage package (an import-layer contract in pyproject.toml).
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from bcirig.schema import ConfigError, build, spec
+
+
+class ReadoutSignal(enum.StrEnum):
+    """What a decoder consumes per ROI (``readout.signal``): dF/F, or a voltage trace's spike rate."""
+
+    DFF = "dff"
+    SPIKE_RATE = "spike_rate"
+
+
+class EnsembleOrder(enum.StrEnum):
+    """Which ensemble's mean is subtracted from which (the readout's sign)."""
+
+    E2_MINUS_E1 = "E2-E1"
+    E1_MINUS_E2 = "E1-E2"
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,7 @@ class EnsembleParams:
 
     e1: str = spec("E1")
     e2: str = spec("E2")
-    order: str = spec("E2-E1", choices=("E2-E1", "E1-E2"))
+    order: EnsembleOrder = spec(EnsembleOrder.E2_MINUS_E1)
     e1_max: float | None = spec(None, doc="HoloBMI E1 constraint: mean E1 dF/F above this caps the readout at 0")
 
 
@@ -78,16 +93,16 @@ class DecoderSchema(NamedTuple):
     """A decoder's parameter dataclass and the readout.signal it consumes."""
 
     params: type
-    signal: str
+    signal: ReadoutSignal
 
 
 DECODER_SCHEMAS: dict[str, DecoderSchema] = {
-    "two_population": DecoderSchema(TwoPopulationParams, "dff"),
-    "ensemble": DecoderSchema(EnsembleParams, "dff"),
-    "single_neuron": DecoderSchema(SingleNeuronParams, "dff"),
-    "weighted": DecoderSchema(WeightedParams, "dff"),
-    "pca": DecoderSchema(PcaParams, "dff"),
-    "spike_rate": DecoderSchema(SpikeRateParams, "spike_rate"),
+    "two_population": DecoderSchema(TwoPopulationParams, ReadoutSignal.DFF),
+    "ensemble": DecoderSchema(EnsembleParams, ReadoutSignal.DFF),
+    "single_neuron": DecoderSchema(SingleNeuronParams, ReadoutSignal.DFF),
+    "weighted": DecoderSchema(WeightedParams, ReadoutSignal.DFF),
+    "pca": DecoderSchema(PcaParams, ReadoutSignal.DFF),
+    "spike_rate": DecoderSchema(SpikeRateParams, ReadoutSignal.SPIKE_RATE),
 }
 
 
@@ -102,7 +117,7 @@ def parse_decoder_table(decoder_table: dict[str, Any], file: str) -> tuple[str, 
     return name, build(schema.params, params, file, "readout.decoder")
 
 
-def check_decoder_table(decoder_table: dict[str, Any], signal: str, file: str) -> None:
+def check_decoder_table(decoder_table: dict[str, Any], signal: ReadoutSignal, file: str) -> None:
     """Check ``[readout.decoder]``: known name, known parameters of the right type and range, and that
     the protocol's ``readout.signal`` is the one the decoder consumes."""
     name, params = parse_decoder_table(decoder_table, file)
@@ -115,4 +130,4 @@ def check_decoder_table(decoder_table: dict[str, Any], signal: str, file: str) -
     expected = DECODER_SCHEMAS[name].signal
     if signal != expected:
         raise ConfigError(file, "readout.signal", signal,
-                          f"{expected!r} for decoder {name!r} (spike_rate signal goes with the spike_rate decoder)")
+                          f"'{expected}' for decoder {name!r} (spike_rate signal goes with the spike_rate decoder)")

@@ -11,10 +11,12 @@ simulated rig: a real rig's validation never loads it.
 
 from __future__ import annotations
 
-from bcirig.config import Protocol, Rig
+from bcirig.config import Protocol, Rig, RoiMethod, SourceKind
 from bcirig.schema import ConfigError
 
 __all__ = ["check_session"]
+
+_FROM_FILE = (RoiMethod.FILE, RoiMethod.IMAGEJ, RoiMethod.SUITE2P)  # the ROI methods that read a file
 
 
 def check_session(protocol: Protocol, rig: Rig, rois: str = "") -> None:
@@ -24,7 +26,7 @@ def check_session(protocol: Protocol, rig: Rig, rois: str = "") -> None:
     """
     _check_setup(protocol, rig, rois)
     _check_sound(protocol, rig)
-    if rig.source.kind == "simulated":
+    if rig.source.kind == SourceKind.SIMULATED:
         _check_simulated(protocol, rig)
 
 
@@ -36,14 +38,14 @@ def _check_setup(protocol: Protocol, rig: Rig, rois: str) -> None:
 
     file = protocol.source_path or "<protocol>"
     choice = RoiChoice.from_protocol(protocol, rois=rois)
-    if choice.method == "truth" and rig.source.kind != "simulated":
-        raise ConfigError(file, "setup.rois", "truth",
-                          f"detect, file, imagej or suite2p on a rig whose source is {rig.source.kind!r} "
+    if choice.method == RoiMethod.TRUTH and rig.source.kind != SourceKind.SIMULATED:
+        raise ConfigError(file, "setup.rois", choice.method,
+                          f"detect, file, imagej or suite2p on a rig whose source is '{rig.source.kind}' "
                           "(only a simulated field has true footprints)")
-    if choice.method in ("file", "imagej", "suite2p"):
+    if choice.method in _FROM_FILE:
         if not choice.path:
             raise ConfigError(file, "setup.roi_file", "", f"the ROI file (or suite2p folder) when setup.rois = "
-                                                          f"{choice.method!r}, or --rois FILE")
+                                                          f"'{choice.method}', or --rois FILE")
         if not Path(choice.path).exists():
             key = "--rois" if rois else "setup.roi_file"
             raise ConfigError(file, key, choice.path, "an existing file or folder")

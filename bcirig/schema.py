@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 
     def __init__(self, file: str, key: str, value: Any, expected: str) -> None:
         self.file, self.key, self.value, self.expected = file, key, value, expected
-        shown = "(missing)" if value is _MISSING else repr(value)
+        # An enum member is shown as the value a user writes in the file ('rigid', not <RegistrationMode...>).
+        shown = "(missing)" if value is _MISSING else repr(value.value if isinstance(value, enum.Enum) else value)
         super().__init__(f"{file}: {key} = {shown}: expected {expected}")
 
 

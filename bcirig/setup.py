@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.acquisition.simulated import RECORDED_TRUTH, make_mouse
-from bcirig.config import Protocol, Rig
+from bcirig.config import LaterDays, Protocol, Rig, RoiMethod, SourceKind
 from bcirig.processing.rois import Roi, RoiError, RoiSet
 from bcirig.recording.layout import truth_fields
 
@@ -87,18 +87,18 @@ class SetupError(ValueError):
 
 def truth_setup(protocol: Protocol, rig: Rig) -> Setup:
     """The simulated mouse's true ROIs and noise-free image (``[setup] rois = "truth"``; sweeps only)."""
-    if rig.source.kind != "simulated":
+    if rig.source.kind != SourceKind.SIMULATED:
         raise SetupError(f"{protocol.source_path}: setup.rois = 'truth' needs a simulated rig; this rig's source "
-                         f"is {rig.source.kind!r}")
+                         f"is '{rig.source.kind}'")
     mouse = make_mouse(protocol, rig)
     return Setup(rois=mouse.rois().to_arrays(), reference=np.asarray(mouse.reference_image(), dtype=np.float32),
-                 truth_fields=dict(DEFAULT_TRUTH_FIELDS), report={"method": "truth"})
+                 truth_fields=dict(DEFAULT_TRUTH_FIELDS), report={"method": RoiMethod.TRUTH})
 
 
 def prepare_setup(protocol: Protocol, rig: Rig) -> Setup:
     """The set-up decided without live frames: only the simulated rig's true footprints can be."""
-    if rig.source.kind != "simulated":
-        raise SetupError(f"{rig.source_path}: source.kind = {rig.source.kind!r}: a live source needs its ROIs and "
+    if rig.source.kind != SourceKind.SIMULATED:
+        raise SetupError(f"{rig.source_path}: source.kind = '{rig.source.kind}': a live source needs its ROIs and "
                          "reference image given: `bcirig run ... --setup SETUP.npz` (e.g. the setup.npz an earlier "
                          "session of this field left in its folder)")
     return truth_setup(protocol, rig)
@@ -108,7 +108,7 @@ def prepare_setup(protocol: Protocol, rig: Rig) -> Setup:
 class RoiChoice:
     """Where day 1's ROIs come from (the protocol's ``[setup]``, overridden on the command line)."""
 
-    method: str  # detect | file | imagej | suite2p
+    method: RoiMethod
     path: str = ""
     choose: dict[str, list[int]] = field(default_factory=dict)
     allow_pickle: bool = False
@@ -124,7 +124,8 @@ class RoiChoice:
         if rois:
             path = rois
             p = Path(rois)
-            method = "suite2p" if p.is_dir() else "imagej" if p.suffix.lower() in (".roi", ".zip") else "file"
+            method = (RoiMethod.SUITE2P if p.is_dir() else RoiMethod.IMAGEJ if p.suffix.lower() in (".roi", ".zip")
+                      else RoiMethod.FILE)
         picked = {str(k): [int(i) for i in v] for k, v in (choose if choose is not None else cfg.choose).items()}
         return cls(method=method, path=path, choose=picked, allow_pickle=allow_pickle or cfg.allow_pickle)
 
@@ -170,8 +171,8 @@ class SetupPhase:
         self.shape = (img.planes, img.height, img.width)
         self.frames: list[np.ndarray] = []
         self.needed = protocol.setup.frames
-        self.later = previous is not None and protocol.setup.later_days == "previous"
-        self.detecting = not self.later and choice.method == "detect"
+        self.later = previous is not None and protocol.setup.later_days == LaterDays.PREVIOUS
+        self.detecting = not self.later and choice.method == RoiMethod.DETECT
         self.stride = max(1, -(-self.needed // SUMMARY_FRAMES))
         planes = [img.bci_plane]
         dplane = _dendrite_plane(protocol)
@@ -280,7 +281,7 @@ class SetupPhase:
             raise SetupError(f"day {prev.day}'s reference is {prev.reference.shape}, today's frames {reference.shape}: "
                              "not the same imaging settings; start the ROIs afresh (--fresh)")
         dy, dx, quality = align_fov(reference, prev.reference, plane=plane, max_shift_px=cfg.max_alignment_px)
-        report.update(method="previous", previous_day=prev.day, previous_folder=prev.folder,
+        report.update(method=LaterDays.PREVIOUS, previous_day=prev.day, previous_folder=prev.folder,
                       fov_offset_px=[float(dy), float(dx)], alignment_quality=float(quality))
         if not quality >= cfg.min_alignment_quality:
             raise SetupError(
@@ -293,21 +294,21 @@ class SetupPhase:
         choice = self.choice
         report["method"] = choice.method
         plane = self.protocol.imaging.bci_plane
-        if choice.method == "detect":
+        if choice.method == RoiMethod.DETECT:
             return self._detect(suggest, report)
         from bcirig.processing import roi_files
 
         if not choice.path:
-            raise SetupError(f"setup.rois = {choice.method!r} needs a file: setup.roi_file or --rois")
+            raise SetupError(f"setup.rois = '{choice.method}' needs a file: setup.roi_file or --rois")
         try:
-            if choice.method == "file":
+            if choice.method == RoiMethod.FILE:
                 rois = roi_files.load_rois(choice.path)
-            elif choice.method == "imagej":
+            elif choice.method == RoiMethod.IMAGEJ:
                 rois = roi_files.load_imagej_rois(choice.path, plane=plane)
-            elif choice.method == "suite2p":
+            elif choice.method == RoiMethod.SUITE2P:
                 rois = roi_files.load_suite2p(choice.path, allow_pickle=choice.allow_pickle, plane=plane)
             else:
-                raise SetupError(f"setup.rois = {choice.method!r} needs a simulated rig and is decided elsewhere")
+                raise SetupError(f"setup.rois = '{choice.method}' needs a simulated rig and is decided elsewhere")
         except (OSError, RoiError, ValueError) as exc:
             raise SetupError(f"ROIs from {choice.path}: {exc}") from None
         report["roi_file"] = choice.path

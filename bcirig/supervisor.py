@@ -30,7 +30,7 @@ from bcirig.acquisition import FrameSource
 from bcirig.acquisition.assembler import FrameAssembler
 from bcirig.acquisition.factory import make_source
 from bcirig.bus import Publisher, Subscriber, endpoints
-from bcirig.config import load_protocol, load_rig
+from bcirig.config import DisplayKind, LaterDays, RoiMethod, Transport, load_protocol, load_rig
 from bcirig.control_plane import READY, REQUEST, STOP, Answer, OperatorDesk, write_endpoints
 from bcirig.messages import (
     Control,
@@ -39,6 +39,7 @@ from bcirig.messages import (
     EventKind,
     Heartbeat,
     Log,
+    LogLevel,
     NodeState,
     Topic,
 )
@@ -59,6 +60,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
+    "lickport": (["task"], ["feedback"], ["task"]),  # rig lickport.kind != "none": the motorised lickport
     "sound": (["task"], ["feedback"], ["task"]),
     # console: upstream is every node (their heartbeats); its data arrives on its own receiver thread
     "console": (["pipeline", "task"], ["readout", "feedback", "event", "frame", "command", "ack"],
@@ -168,9 +170,11 @@ class Supervisor:
         self.desk = OperatorDesk(self.rig)  # the operator's requests (bcirig.control_plane)
         self.task_frame = -1  # the task's last frame, from its heartbeat: when a request arrived
         self.lost_displays: set[str] = set()
-        self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == "qt" else ())
+        self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == DisplayKind.QT else ())
                                        + (("sound",) if self.rig.sound.kind != "none" else ())
                                        + (("console",) if console else ()))
+        if self.rig.lickport.kind != "none":  # the motorised lickport (bcirig.nodes.lickport)
+            self.nodes += ("lickport",)
 
     # ------------------------------------------------------------------ set-up
     def _specs(self, run_dir: Path, eps: dict[str, str], control: str, setup_path: Path) -> list[NodeSpec]:
@@ -182,6 +186,8 @@ class Supervisor:
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
                 if "display" in self.nodes or "sound" in self.nodes:  # when the mouse saw and heard each change
                     topics = [*topics, "presentation"]
+            if name == "recorder" and "lickport" in self.nodes:  # the stage's measured position per frame
+                upstream, topics, drain = [*upstream, "lickport"], [*topics, "lickport"], [*drain, "lickport"]
             if name == "console":  # every node's heartbeat: the operator sees each node's health
                 upstream = [n for n in self.nodes if n != "console"]
             opts = dict(self.node_options.get(name, {}))
@@ -226,7 +232,7 @@ class Supervisor:
         """The set-up: given, the simulated truth, or decided by the SetupPhase stage on live frames."""
         if self.setup is not None:
             return self.setup, None
-        if self.protocol.setup.rois == "truth":
+        if self.protocol.setup.rois == RoiMethod.TRUTH:
             return truth_setup(self.protocol, self.rig), None
         previous = None
         if self.previous is not None:
@@ -255,9 +261,10 @@ class Supervisor:
             setup.report["truth"] = truth()
         if self.progress is not None:
             r = setup.report
+            method = r.get("method")
             where = (f"field offset {r['fov_offset_px'][0]:+.1f}, {r['fov_offset_px'][1]:+.1f} px from day "
-                     f"{r['previous_day']} (quality {r['alignment_quality']:.2f})" if r.get("method") == "previous"
-                     else f"{r.get('candidates', '')} candidates" if r.get("method") == "detect" else r.get("method"))
+                     f"{r['previous_day']} (quality {r['alignment_quality']:.2f})" if method == LaterDays.PREVIOUS
+                     else f"{r.get('candidates', '')} candidates" if method == RoiMethod.DETECT else method)
             self.progress.write(f"bcirig: set-up: {r['rois']} ROIs ({r.get('method')}: {where}) in "
                                 f"{r['phase_seconds']:.1f} s\n")
         return setup, np.stack(phase.frames)
@@ -340,7 +347,7 @@ class Supervisor:
                     last = time.monotonic()
             if time.monotonic() - last > SETUP_TIMEOUT_S:
                 why = source.stats.last_error or assembler.last_error or "nothing arrived"
-                raise SetupError(f"set-up: no usable frame from the {self.rig.source.kind!r} source for "
+                raise SetupError(f"set-up: no usable frame from the '{self.rig.source.kind}' source for "
                                  f"{SETUP_TIMEOUT_S:.0f} s after {len(phase.frames)} of {phase.needed} ({why}); "
                                  "is the microscope acquiring and sending to this rig?")
 
@@ -399,7 +406,7 @@ class Supervisor:
         ctx = zmq.Context()
         try:
             eps = endpoints(run_dir, (*self.nodes, "supervisor"), self.rig.bus)
-            control = f"ipc://{run_dir / 'control'}" if self.rig.bus.transport == "ipc" else \
+            control = f"ipc://{run_dir / 'control'}" if self.rig.bus.transport == Transport.IPC else \
                 f"tcp://{self.rig.bus.host}:{self.rig.bus.base_port + len(self.nodes) + 1}"
             try:
                 pub = Publisher(ctx, eps["supervisor"], "supervisor")
@@ -437,7 +444,7 @@ class Supervisor:
         if sub.sock.poll(timeout_ms):
             while (msg := sub.recv()) is not None:
                 self.last_seen[msg.src] = time.monotonic()
-                if isinstance(msg, Log) and msg.level == "error":
+                if isinstance(msg, Log) and msg.level == LogLevel.ERROR:
                     self.errors[msg.src] = msg.text
                 out.append(msg)
         return out

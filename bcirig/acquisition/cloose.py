@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.acquisition.base import RawFrame, SourceError, SourceStats
-from bcirig.config import ClooseSourceConfig, Imaging
+from bcirig.config import ByteOrder, ClooseRole, ClooseSourceConfig, ElementOrder, Imaging
 
 MAX_FRAMES_PER_READ = 64  # a flooding sender must not keep read() from returning to the node's loop
 
@@ -59,7 +59,7 @@ class ClooseSource:
         self._shape = (imaging.height, imaging.width)
         native = np.dtype(imaging.dtype)
         self._native = native
-        self._wire = native.newbyteorder(">" if cfg.byte_order == "big" else "<")
+        self._wire = native.newbyteorder(">" if cfg.byte_order == ByteOrder.BIG else "<")
         self._frame_bytes = imaging.height * imaging.width * native.itemsize
         self._buf = bytearray(self._frame_bytes)
         self._view = memoryview(self._buf)
@@ -86,7 +86,7 @@ class ClooseSource:
         except OSError as exc:
             raise SourceError(f"CLOOSE source: cannot resolve host {self.cfg.host!r}: {exc}") from exc
         self._family, _, _, _, self._addr = infos[0]
-        if self.cfg.role == "server":
+        if self.cfg.role == ClooseRole.SERVER:
             lsock = socket.socket(self._family, socket.SOCK_STREAM)
             lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -158,7 +158,7 @@ class ClooseSource:
         h, w = self._shape
         flat = np.frombuffer(self._buf, dtype=self._wire)
         # MATLAB's A(line, pixel) lies down each column: as a row-major array it is A transposed.
-        img = flat.reshape(w, h).T if self.cfg.element_order == "column_major" else flat.reshape(h, w)
+        img = flat.reshape(w, h).T if self.cfg.element_order == ElementOrder.COLUMN_MAJOR else flat.reshape(h, w)
         data = np.array(img, dtype=self._native, order="C", copy=True)  # always a copy: the buffer is reused
         if self.cfg.invert:
             # ~v is max - v for unsigned types (Scanbox's inversion); for int16 it maps min <-> max.

@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bcirig.acquisition.base import FrameSource, SourceError
-from bcirig.config import Protocol, Rig
+from bcirig.config import Protocol, Rig, SourceKind
 
 
 def _rig_dir(rig: Rig) -> Path | None:
     return Path(rig.source_path).resolve().parent if rig.source_path and Path(rig.source_path).is_file() else None
 
 
-def _custom(protocol: Protocol, rig: Rig) -> Any:
+def _simulated(protocol: Protocol, rig: Rig, day: int, skip: int) -> Any:
+    from bcirig.acquisition.simulated import SimulatedSource
+
+    return SimulatedSource(protocol, rig, day=day, skip=skip)
+
+
+def _network(protocol: Protocol, rig: Rig, day: int, skip: int) -> Any:
+    from bcirig.acquisition.network import NetworkSource
+
+    return NetworkSource(rig.source.network, _rig_dir(rig))
+
+
+def _cloose(protocol: Protocol, rig: Rig, day: int, skip: int) -> Any:
+    from bcirig.acquisition.cloose import ClooseSource
+
+    return ClooseSource(rig.source.cloose, protocol.imaging)
+
+
+def _tiff(protocol: Protocol, rig: Rig, day: int, skip: int) -> Any:
+    from bcirig.acquisition.tiff_tail import TiffTailSource
+
+    return TiffTailSource(rig.source.tiff, protocol.imaging, _rig_dir(rig))
+
+
+def _custom(protocol: Protocol, rig: Rig, day: int, skip: int) -> Any:
     path = rig.source.custom.class_path
     module, _, name = path.partition(":")
     try:
@@ -31,27 +56,20 @@ def make_source(protocol: Protocol, rig: Rig, *, day: int = 1, skip: int = 0) ->
     the simulated microscope only: a real one moves on by itself.
     """
     kind = rig.source.kind
-    source: Any
-    if kind == "simulated":
-        from bcirig.acquisition.simulated import SimulatedSource
-
-        source = SimulatedSource(protocol, rig, day=day, skip=skip)
-    elif kind == "network":
-        from bcirig.acquisition.network import NetworkSource
-
-        source = NetworkSource(rig.source.network, _rig_dir(rig))
-    elif kind == "cloose":
-        from bcirig.acquisition.cloose import ClooseSource
-
-        source = ClooseSource(rig.source.cloose, protocol.imaging)
-    elif kind == "tiff":
-        from bcirig.acquisition.tiff_tail import TiffTailSource
-
-        source = TiffTailSource(rig.source.tiff, protocol.imaging, _rig_dir(rig))
-    elif kind == "custom":
-        source = _custom(protocol, rig)
-    else:
-        raise SourceError(f"{rig.source_path}: source.kind = {kind!r} has no implementation")
+    build = _SOURCES.get(kind)
+    if build is None:
+        raise SourceError(f"{rig.source_path}: source.kind = '{kind}' has no implementation")
+    source = build(protocol, rig, day, skip)
     if not isinstance(source, FrameSource):
-        raise SourceError(f"{rig.source_path}: the {kind!r} source does not implement the FrameSource contract")
+        raise SourceError(f"{rig.source_path}: the '{kind}' source does not implement the FrameSource contract")
     return source
+
+
+# One builder per source kind (imported only when chosen: a real rig never loads the simulator).
+_SOURCES: dict[SourceKind, Callable[[Protocol, Rig, int, int], Any]] = {
+    SourceKind.SIMULATED: _simulated,
+    SourceKind.NETWORK: _network,
+    SourceKind.CLOOSE: _cloose,
+    SourceKind.TIFF: _tiff,
+    SourceKind.CUSTOM: _custom,
+}

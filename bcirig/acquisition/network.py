@@ -22,7 +22,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from bcirig.acquisition import wire
 from bcirig.acquisition.base import RawFrame, SourceError, SourceStats
-from bcirig.config import LOOPBACK, NetworkSourceConfig
+from bcirig.config import LOOPBACK, Framing, NetworkSourceConfig
 
 LOG = logging.getLogger(__name__)
 RCVHWM = 1000  # messages queued before ZeroMQ pushes back on the sender: ~30 s at 30 Hz, ~0.8 GB of 512x796 uint16
@@ -59,7 +59,7 @@ class NetworkSource:
     def open(self) -> None:
         """Bind (and start the CurveZMQ authenticator off loopback); :class:`SourceError` if that fails."""
         if self._link is None:
-            self._link = (_ZmqLink(self.cfg, self.base_dir, self.stats) if self.cfg.framing == "zmq"
+            self._link = (_ZmqLink(self.cfg, self.base_dir, self.stats) if self.cfg.framing == Framing.ZMQ
                           else _TcpLink(self.cfg, self.stats))
 
     def poll_fds(self) -> list[Any]:

@@ -18,6 +18,7 @@ import zmq
 import zmq.auth
 
 from bcirig.acquisition import wire
+from bcirig.config import Framing
 
 SEND_LINGER_S = 5.0  # close() waits this long for queued ZeroMQ frames to reach the rig, then drops them
 PROGRESS_S = 10.0  # long runs: a progress line on stderr this often
@@ -30,13 +31,14 @@ class FrameSender:
     CurveZMQ client: ``client_key`` is this sender's secret key file, ``server_key`` the rig's public one.
     """
 
-    def __init__(self, address: str, framing: str, *, server_key: str | None = None,
+    def __init__(self, address: str, framing: Framing | str, *, server_key: str | None = None,
                  client_key: str | None = None) -> None:
-        if framing not in ("zmq", "tcp"):
-            raise ValueError(f"framing {framing!r}: 'zmq' or 'tcp'")
+        try:
+            self.framing = Framing(framing)
+        except ValueError:
+            raise ValueError(f"framing {framing!r}: {' or '.join(repr(f.value) for f in Framing)}") from None
         if (server_key is None) != (client_key is None):
             raise ValueError("CurveZMQ needs both keys: the rig's public key and this sender's secret key")
-        self.framing = framing
         hostport = address.removeprefix("tcp://")
         host, _, port = hostport.rpartition(":")
         if not host or not port.isdigit():
@@ -45,7 +47,7 @@ class FrameSender:
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._push: zmq.Socket[bytes] | None = None
         self._tcp: socket.socket | None = None
-        if framing == "tcp":
+        if self.framing == Framing.TCP:
             if server_key is not None:
                 raise ValueError("the plain TCP framing has no keys; use framing 'zmq' for CurveZMQ")
             try:
@@ -166,7 +168,7 @@ def send_parser() -> argparse.ArgumentParser:
     p.add_argument("movie", help="TIFF, HDF5 or .npy movie (frames, height, width)")
     p.add_argument("--rate", type=float, required=True, help="frames per second (every plane's frame counts)")
     p.add_argument("--to", default="tcp://127.0.0.1:5600", help="the rig's address (default %(default)s)")
-    p.add_argument("--framing", choices=("zmq", "tcp"), default="zmq")
+    p.add_argument("--framing", choices=[f.value for f in Framing], default=Framing.ZMQ.value)
     p.add_argument("--planes", type=int, default=1, help="consecutive frames are planes 0..N-1 of a volume")
     p.add_argument("--drop", type=int, default=0, metavar="EVERY",
                    help="skip every EVERY-th frame (its index is used up: the rig sees a gap)")

@@ -35,11 +35,11 @@ def make_mouse(protocol: Protocol, rig: Rig, state: Any = None, day: int = 1) ->
     """The simulated mouse a simulated rig images, configured from the protocol's simulation table."""
     import dataclasses
 
-    from bcirig.sim import SimulatedMouse, parse_sim_config
+    from bcirig.sim import SimLevel, SimulatedMouse, parse_sim_config
 
     config = parse_sim_config(protocol.simulation, protocol.source_path or "<protocol>")
     # A session renders frames for the real pipeline, whatever level the table sets for sweeps.
-    config = dataclasses.replace(config, level="pixels")
+    config = dataclasses.replace(config, level=SimLevel.PIXELS)
     return SimulatedMouse(protocol, config, seed=rig.source.seed, state=state, day=day)
 
 
@@ -80,7 +80,7 @@ class SimulatedSource:
         sim = self.mouse.step(self.feedback)
         now = time.monotonic_ns()
         truth = frame_truth(sim.truth)
-        licks = int(sim.truth.get("licks", 0))
+        licks = int(sim.truth.get("contacts", sim.truth.get("licks", 0)))  # a lickport out of reach: no contact
         if licks:
             self._contacts.append(LickContact(frame=self.volumes, count=licks))
         base = self.volumes * self.planes

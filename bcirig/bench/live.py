@@ -100,7 +100,16 @@ def _bare_socket_receiver(port: int, n: int, arrivals: list[int]) -> None:
 
 def transfer(kind: str, n: int = 200, rate_hz: float = 100.0) -> dict[str, Any]:
     """Sender process -> frame in the receiver's hands, ms per frame, for one way in."""
-    from bcirig.config import ClooseSourceConfig, Imaging, NetworkSourceConfig
+    from bcirig.config import (
+        ByteOrder,
+        ClooseRole,
+        ClooseSourceConfig,
+        ElementOrder,
+        Framing,
+        Imaging,
+        NetworkSourceConfig,
+        PixelType,
+    )
 
     port = _free_port()
     arrivals: list[int] = []
@@ -111,13 +120,13 @@ def transfer(kind: str, n: int = 200, rate_hz: float = 100.0) -> dict[str, Any]:
     if kind in ("zmq", "tcp"):
         from bcirig.acquisition.network import NetworkSource
 
-        source = NetworkSource(NetworkSourceConfig(framing=kind, port=port))
+        source = NetworkSource(NetworkSourceConfig(framing=Framing(kind), port=port))
     elif kind == "cloose":
         from bcirig.acquisition.cloose import ClooseSource
 
-        source = ClooseSource(ClooseSourceConfig(role="server", port=port, element_order="column_major",
-                                                 byte_order="big"),
-                              Imaging(height=SHAPE[0], width=SHAPE[1], dtype="uint16"))
+        source = ClooseSource(ClooseSourceConfig(role=ClooseRole.SERVER, port=port,
+                                                 element_order=ElementOrder.COLUMN_MAJOR, byte_order=ByteOrder.BIG),
+                              Imaging(height=SHAPE[0], width=SHAPE[1], dtype=PixelType.UINT16))
     else:
         thread = threading.Thread(target=_bare_socket_receiver, args=(port, n, arrivals), daemon=True)
         thread.start()

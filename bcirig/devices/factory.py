@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from bcirig.config import LickportConfig, ValveConfig
+from bcirig.config import LickportConfig, LickportKind, ValveConfig, ValveKind
 from bcirig.devices.emulator import ValveEmulator
 from bcirig.devices.lickport import LickportError, ZaberLickport
 from bcirig.devices.lickport_twin import LoopbackPort, ZaberStageModel
@@ -35,16 +35,16 @@ def open_valve(
     with contextlib.ExitStack() as stack:
         valve: ValveController | SimulatedValveController
         emulator: ValveEmulator | None = None
-        if cfg.kind == "simulated":
+        if cfg.kind == ValveKind.SIMULATED:
             valve = SimulatedValveController(ms_per_ul=cfg.ms_per_ul)
         else:
-            if cfg.kind == "emulated":
+            if cfg.kind == ValveKind.EMULATED:
                 emulator = stack.enter_context(ValveEmulator(cfg.emulator_dir or None))
                 path = emulator.pty_path
-            elif cfg.kind == "serial":
+            elif cfg.kind == ValveKind.SERIAL:
                 path = cfg.port
             else:
-                raise ValueError(f"valve.kind {cfg.kind!r} is not one of 'simulated', 'serial', 'emulated'")
+                raise ValueError(f"valve.kind '{cfg.kind}' is not one of {', '.join(repr(k.value) for k in ValveKind)}")
             valve = ValveController(_serial_port(path, cfg.baud), ms_per_ul=cfg.ms_per_ul,
                                     timeout_s=timeout_s, retries=retries)
             if emulator is not None:  # a simulated mouse can lick the emulated firmware's sensor pin
@@ -63,7 +63,7 @@ def open_lickport(cfg: LickportConfig, *, timeout_s: float = 0.25, retries: int 
 
     Closing the context stops the stage, then closes the port.
     """
-    if cfg.kind == "serial":
+    if cfg.kind == LickportKind.SERIAL:
         if not cfg.port:
             raise LickportError("lickport.port is empty: name the Zaber stage's serial device in the rig file "
                                 "(e.g. /dev/ttyUSB0) when lickport.kind = 'serial'")
@@ -74,11 +74,11 @@ def open_lickport(cfg: LickportConfig, *, timeout_s: float = 0.25, retries: int 
         except (OSError, ValueError) as exc:
             raise LickportError(f"cannot open lickport port {cfg.port!r} at {cfg.baud} baud: {exc}. Check "
                                 "lickport.port in the rig file and that no other program holds the port") from exc
-    elif cfg.kind == "simulated":
+    elif cfg.kind == LickportKind.SIMULATED:
         travel = max(525_000, math.ceil(cfg.max_mm * 1000 / cfg.um_per_microstep) + 1)
         port = LoopbackPort(ZaberStageModel(device=cfg.device, travel_microsteps=travel, start_microsteps=0))
     else:
-        raise ValueError(f"lickport.kind {cfg.kind!r}: the rig has no lickport to open (kinds: 'serial', "
+        raise ValueError(f"lickport.kind '{cfg.kind}': the rig has no lickport to open (kinds: 'serial', "
                          "'simulated')")
     try:
         lickport = ZaberLickport(port, um_per_microstep=cfg.um_per_microstep, min_mm=cfg.min_mm, max_mm=cfg.max_mm,

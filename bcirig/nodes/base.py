@@ -38,7 +38,7 @@ from typing import Any
 import zmq
 
 from bcirig.bus import Publisher, Subscriber
-from bcirig.messages import Control, ControlAction, Heartbeat, Log, Message, NodeState, Topic
+from bcirig.messages import Control, ControlAction, Heartbeat, Log, LogLevel, Message, NodeState, Topic
 
 HEARTBEAT_S = 0.1
 DRAIN_TIMEOUT_S = 5.0
@@ -118,6 +118,9 @@ class Node:
     def on_tick(self, now: float) -> None:
         """Called at least every heartbeat interval and after each batch of messages."""
 
+    def on_operator(self, msg: Control) -> None:
+        """An experimenter's command the supervisor accepted (``Control.command``); most nodes ignore it."""
+
     def on_safe(self, reason: str) -> None:
         """The supervisor declared the session unsafe (a node died)."""
 
@@ -136,9 +139,9 @@ class Node:
         return []
 
     # ------------------------------------------------------------------ runtime
-    def log(self, level: str, text: str, frame: int = -1) -> None:
-        """Publish a log line (the supervisor reports errors)."""
-        self.pub.publish(Log(frame=frame, node=self.name, level=level, text=text))
+    def log(self, level: LogLevel | str, text: str, frame: int = -1) -> None:
+        """Publish a log line (the supervisor reports errors); a level not in LogLevel raises ValueError."""
+        self.pub.publish(Log(frame=frame, node=self.name, level=LogLevel(level), text=text))
 
     def heartbeat(self) -> None:
         """Publish this node's state and counters."""
@@ -199,6 +202,8 @@ class Node:
             elif msg.action is ControlAction.STOP and not self.stopping:
                 self.stopping = True
                 self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            elif msg.action is ControlAction.OPERATOR:
+                self.on_operator(msg)
         else:
             self.on_message(msg)
 
@@ -230,7 +235,7 @@ class Node:
                     self._handle(received)
             now = time.monotonic()
             if not self.stopping and (lost := self.supervisor_lost(now)):
-                self.log("error", f"{lost}: going safe and stopping")
+                self.log(LogLevel.ERROR, f"{lost}: going safe and stopping")
                 print(f"{self.name}: {lost}: going safe and stopping", file=sys.stderr, flush=True)  # into its log
                 self.on_safe(lost)
                 self.stopping = True
@@ -260,6 +265,7 @@ NODE_KINDS = {
     "display": ("bcirig.nodes.display", "DisplayNode"),
     "sound": ("bcirig.nodes.sound", "SoundNode"),
     "console": ("bcirig.nodes.console", "ConsoleNode"),
+    "lickport": ("bcirig.nodes.lickport", "LickportNode"),
 }
 
 
@@ -299,7 +305,7 @@ def node_main(spec_path: str) -> int:
             except Exception as cleanup:  # the first failure is the one to report; say this one too
                 print(f"{node.name}: while leaving it safe: {type(cleanup).__name__}: {cleanup}", file=sys.stderr)
             try:
-                node.log("error", text)
+                node.log(LogLevel.ERROR, text)
                 node.heartbeat()
             except zmq.ZMQError:
                 pass

@@ -48,7 +48,7 @@ class PipelineNode(Node):
         self.closed_loop = self.source if isinstance(self.source, ClosedLoop) else None
         if spec.mode == "lockstep" and not self.source.paced:
             raise ValueError(f"lockstep mode needs a paced source (the simulator); the rig's source "
-                             f"{rig.source.kind!r} runs free: use --mode realtime")
+                             f"'{rig.source.kind}' runs free: use --mode realtime")
         self.source.open()
         self.period = 1.0 / protocol.imaging.frame_rate_hz
         self.lockstep = spec.mode == "lockstep"

@@ -20,11 +20,12 @@ import array
 import bisect
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from operator import itemgetter
 
 import numpy as np
 
-from bcirig.config import Protocol
+from bcirig.config import F0, F0Kind, Protocol
 
 
 class F0Rule(ABC):
@@ -293,13 +294,17 @@ def kde_mode(x: np.ndarray, bins: int = 256) -> float:
 
 def make_f0_rule(protocol: Protocol, n_rois: int) -> F0Rule:
     """The F0 rule named by ``protocol.readout.f0``, with the window ``protocol.f0_window_frames``."""
-    cfg, window = protocol.readout.f0, protocol.f0_window_frames
-    if cfg.kind == "percentile":
-        # F is float32 from the frame onward; a float32 window loses nothing that matters (2^-24
-        # relative) and halves the memory the per-frame updates touch
-        return PercentileF0(n_rois, window, cfg.percentile, np.float32)
-    if cfg.kind == "running_mean":
-        return RunningMeanF0(n_rois, window)
-    if cfg.kind == "kde_mode":
-        return KdeModeF0(n_rois, window)
-    raise ValueError(f"unknown F0 rule {cfg.kind!r}")
+    cfg = protocol.readout.f0
+    build = _F0_RULES.get(cfg.kind)
+    if build is None:
+        raise ValueError(f"unknown F0 rule '{cfg.kind}'")
+    return build(cfg, n_rois, protocol.f0_window_frames)
+
+
+# F is float32 from the frame onward; a float32 percentile window loses nothing that matters (2^-24
+# relative) and halves the memory the per-frame updates touch.
+_F0_RULES: dict[F0Kind, Callable[[F0, int, int], F0Rule]] = {
+    F0Kind.PERCENTILE: lambda cfg, n_rois, window: PercentileF0(n_rois, window, cfg.percentile, np.float32),
+    F0Kind.RUNNING_MEAN: lambda cfg, n_rois, window: RunningMeanF0(n_rois, window),
+    F0Kind.KDE_MODE: lambda cfg, n_rois, window: KdeModeF0(n_rois, window),
+}

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bcirig.config import Protocol
+from bcirig.config import Protocol, RegistrationMode
 from bcirig.messages import Readout
 from bcirig.processing.decoders import make_decoder
 from bcirig.processing.extraction import Extractor
@@ -76,7 +76,7 @@ class Pipeline:
         self._rigid: RigidRegistration | None = None
         self._piecewise: PiecewiseRegistration | None = None
         groups = None
-        if reg.enabled and reg.mode == "piecewise":
+        if reg.enabled and reg.mode == RegistrationMode.PIECEWISE:
             self._piecewise = PiecewiseRegistration(ref[img.bci_plane], reg)
             tile = np.array([self._piecewise.tile_of(*r.centroid_yx) for r in rois], int)
             groups = [np.flatnonzero(tile == t) for t in range(len(self._piecewise.tiles))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from bcirig.config import Smoothing as SmoothingConfig
+from bcirig.config import SmoothingKind
 
 
 class Smoother:
@@ -24,19 +25,27 @@ class Smoother:
         self._ring: list[float] = []
         self._head = 0
         self._ema = math.nan
+        rules = {SmoothingKind.MOVING_MEAN: self._moving_mean, SmoothingKind.EMA: self._ema_step,
+                 SmoothingKind.NONE: self._none}
+        self._step = rules[cfg.kind]  # chosen once: the per-frame call dispatches on nothing
 
     def update(self, x: float) -> float:
         """Add one decoder output and return the smoothed readout."""
         if not math.isfinite(x):
             return math.nan
-        if self.kind == "moving_mean":
-            if len(self._ring) < self.frames:
-                self._ring.append(x)
-            else:
-                self._ring[self._head] = x
-                self._head = (self._head + 1) % self.frames
-            return math.fsum(self._ring) / len(self._ring)  # fsum: exact, so order cannot matter
-        if self.kind == "ema":
-            self._ema = x if math.isnan(self._ema) else self.alpha * x + (1.0 - self.alpha) * self._ema
-            return self._ema
+        return self._step(x)
+
+    def _moving_mean(self, x: float) -> float:
+        if len(self._ring) < self.frames:
+            self._ring.append(x)
+        else:
+            self._ring[self._head] = x
+            self._head = (self._head + 1) % self.frames
+        return math.fsum(self._ring) / len(self._ring)  # fsum: exact, so order cannot matter
+
+    def _ema_step(self, x: float) -> float:
+        self._ema = x if math.isnan(self._ema) else self.alpha * x + (1.0 - self.alpha) * self._ema
+        return self._ema
+
+    def _none(self, x: float) -> float:
         return x

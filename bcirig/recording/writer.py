@@ -8,6 +8,7 @@ that opens and holds everything up to the last flush.
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import resource
 import shutil
@@ -20,7 +21,18 @@ import h5py
 import numpy as np
 
 import bcirig
-from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Presentation, Readout
+from bcirig.messages import (
+    Ack,
+    Command,
+    Event,
+    EventKind,
+    Feedback,
+    Frame,
+    LickportPosition,
+    Message,
+    Presentation,
+    Readout,
+)
 from bcirig.recording import layout
 
 ROOM_MARGIN_BYTES = 256 << 10
@@ -97,6 +109,9 @@ class SessionWriter:
         a["created_unix"] = time.time()
         a["complete"] = False
         for k, v in (attrs or {}).items():
+            # h5py refuses str subclasses: an enum member (a learning rule, a level) is stored as its value.
+            if isinstance(v, enum.Enum):
+                v = v.value
             a[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
         g = self.f.create_group("rois")
         for name, arr in rois.items():
@@ -143,8 +158,8 @@ class SessionWriter:
         elif isinstance(msg, Feedback):
             self._row("feedback", (msg.frame, msg.seq, msg.phase.value, msg.state.value, msg.trial, msg.trial_frame,
                                    msg.screen.value, msg.angle_deg, msg.sound.value, msg.tone_hz, msg.reward,
-                                   msg.opto, msg.readout_norm, msg.threshold,
-                                   _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
+                                   msg.opto, msg.readout_norm, msg.threshold, msg.lickport_mm,
+                                   msg.lickport_speed_mm_s, _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
         elif isinstance(msg, Command):
             self._row("commands", (msg.frame, msg.command_id, msg.action.value, msg.reward_ul, msg.opto_ms,
                                    msg.open_ms, _stamps(msg.t_ns, layout.COMMAND_STAMPS)))
@@ -153,6 +168,9 @@ class SessionWriter:
                                msg.open_ms, msg.device_ms, _stamps(msg.t_ns, layout.ACK_STAMPS)))
         elif isinstance(msg, Event):
             self._event(msg)
+        elif isinstance(msg, LickportPosition):
+            self._row("lickport", (msg.frame, msg.commanded_mm, msg.speed_mm_s, msg.measured_mm, msg.moving,
+                                   msg.retracting, msg.t_ns.get("device_ack", -1)))
         elif isinstance(msg, Presentation):
             self._row("presentation", (msg.frame, msg.src, msg.what.value, msg.screen.value, msg.angle_deg,
                                        msg.sound.value, msg.tone_hz, msg.code, msg.skipped, msg.sample,

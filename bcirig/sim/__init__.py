@@ -16,7 +16,10 @@ renderer, closed-form ROI traces), ``mouse`` (the stage), ``session``, ``campaig
 """
 
 from bcirig.sim.brain import MouseState, dale_violations
-from bcirig.sim.config import RULES, SimConfig, parse_sim_config
+from bcirig.sim.config import LearningRule, SimConfig, SimLevel, parse_sim_config
 from bcirig.sim.mouse import SimulatedMouse, TraceFrame
 
-__all__ = ["RULES", "MouseState", "SimConfig", "SimulatedMouse", "TraceFrame", "dale_violations", "parse_sim_config"]
+__all__ = [
+    "LearningRule", "MouseState", "SimConfig", "SimLevel", "SimulatedMouse", "TraceFrame", "dale_violations",
+    "parse_sim_config",
+]

@@ -27,7 +27,7 @@ import numpy as np
 from bcirig.config import Protocol, load_protocol
 from bcirig.schema import ConfigError
 from bcirig.sim.brain import MouseState, dale_violations
-from bcirig.sim.config import RULES, SimConfig, parse_sim_config
+from bcirig.sim.config import LearningRule, SimConfig, SimLevel, parse_sim_config
 from bcirig.sim.session import run_day
 
 
@@ -42,9 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mice", type=int, default=8, help="mice per rule (default 8)")
     p.add_argument("--days", type=int, default=14, help="days of training (default 14)")
     p.add_argument("--rule", default="vectorized",
-                   help=f"learning rule, a comma-separated list, or 'all' ({', '.join(RULES)})")
+                   help=f"learning rule, a comma-separated list, or 'all' ({', '.join(LearningRule)})")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--level", choices=("traces", "pixels"), default=None,
+    p.add_argument("--level", choices=[level.value for level in SimLevel], default=None,
                    help="fidelity (default: the protocol's simulation.level, else traces)")
     p.add_argument("--trials", type=int, default=0, help="override trials.count (0 = the protocol's)")
     p.add_argument("--baseline", type=int, default=0, help="override baseline.frames (0 = the protocol's)")
@@ -55,13 +55,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-sessions", action="store_true", help="skip the per-day session files (faster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    rules = list(RULES) if args.rule == "all" else [r.strip() for r in args.rule.split(",") if r.strip()]
-    bad = [r for r in rules if r not in RULES]
-    if bad or not rules:
-        p.error(f"--rule {args.rule!r}: expected one or more of {', '.join(RULES)} (comma-separated) or 'all'")
+    names = [r.strip() for r in args.rule.split(",") if r.strip()]
+    known = {str(r) for r in LearningRule}
+    if args.rule != "all" and (not names or not known.issuperset(names)):
+        p.error(f"--rule {args.rule!r}: expected one or more of {', '.join(LearningRule)} (comma-separated) or 'all'")
+    rules = list(LearningRule) if args.rule == "all" else [LearningRule(r) for r in names]
     if args.mice < 1 or args.days < 1 or args.workers < 1:
         p.error("--mice, --days and --workers must be >= 1")
     args.rules = rules
+    args.level = SimLevel(args.level) if args.level else None
     return args
 
 
@@ -78,7 +80,7 @@ def campaign_protocol(args: argparse.Namespace) -> Protocol:
     return proto
 
 
-def mouse_config(proto: Protocol, rule: str, level: str | None) -> SimConfig:
+def mouse_config(proto: Protocol, rule: LearningRule, level: SimLevel | None) -> SimConfig:
     """The protocol's [simulation] table with this run's rule (and level) applied."""
     cfg = parse_sim_config(proto.simulation, proto.source_path or "<protocol>")
     return dataclasses.replace(cfg, rule=rule, level=level or cfg.level)
@@ -89,7 +91,7 @@ def day_seed(seed: int, mouse: int, day: int) -> int:
     return int(np.random.SeedSequence([seed, mouse, day]).generate_state(1, np.uint32)[0])
 
 
-def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, day: int, rule: str) -> Any:
+def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, day: int, rule: LearningRule) -> Any:
     """The lead's SWMR session writer, with the simulator's ground truth as extra per-frame columns."""
     from bcirig.recording import SessionWriter
     from bcirig.recording.layout import truth_fields
@@ -102,7 +104,7 @@ def _writer(path: Path, proto: Protocol, cfg: SimConfig, mouse: Any, seed: int, 
         path, protocol_text=proto.source_text, rig_text="(simulated: bcirig simulate)",
         rois=rois.to_arrays(), n_rois=len(rois), reference=mouse.reference_image(),
         frame_shape=mouse.frame_shape, frame_dtype=proto.imaging.dtype,
-        record_frames=cfg.level == "pixels" and proto.recording.frames, truth_fields=truth,
+        record_frames=cfg.level == SimLevel.PIXELS and proto.recording.frames, truth_fields=truth,
         attrs={"sim_rule": rule, "sim_seed": seed, "sim_day": day, "sim_anatomy_seed": mouse._state.anatomy_seed,
                "sim_config": dataclasses.asdict(cfg), "sim_level": cfg.level,
                "sim_sources": [dataclasses.asdict(s) for s in mouse.sources]},
@@ -119,7 +121,7 @@ def _save_state(path: Path, state: MouseState, cfg: SimConfig, proto: Protocol) 
     anatomy, w0 = build_anatomy(cfg, proto, state.anatomy_seed)
     with h5py.File(path, "a") as f:
         g = f.create_group("sim_state")
-        g.attrs["rule"] = state.rule
+        g.attrs["rule"] = state.rule.value
         g.attrs["anatomy_seed"] = state.anatomy_seed
         g.attrs["reward_expectation"] = state.value
         g.attrs["days_completed"] = state.day
@@ -175,7 +177,7 @@ def run_mouse(job: dict[str, Any]) -> dict[str, Any]:
     return {"rule": rule, "mouse": m, "anatomy_seed": anatomy_seed, "days": days}
 
 
-def summarize(results: list[dict[str, Any]], rules: list[str], n_days: int) -> dict[str, Any]:
+def summarize(results: list[dict[str, Any]], rules: list[LearningRule], n_days: int) -> dict[str, Any]:
     """Per rule and day: mean and SEM over mice of hit rate, calibrated chance, time to hit."""
     out: dict[str, Any] = {}
     for rule in rules:

@@ -6,12 +6,27 @@ campaign writes :func:`dataclasses.asdict` of the config into every session and 
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
 from bcirig.schema import build, spec
 
-RULES = ("vectorized", "scalar", "none", "blocked")
+
+class LearningRule(enum.StrEnum):
+    """How the simulated brain learns from feedback and reward (bcirig.sim.brain)."""
+
+    VECTORIZED = "vectorized"  # a per-neuron instructive signal (backpropagation-like)
+    SCALAR = "scalar"  # a broadcast reward-prediction error (neuromodulator-like)
+    NONE = "none"  # no plasticity
+    BLOCKED = "blocked"  # the vectorized rule with block_fraction of its dendritic signal removed
+
+
+class SimLevel(enum.StrEnum):
+    """Fidelity of a simulation: frames rendered from footprints, or the ROI traces directly."""
+
+    PIXELS = "pixels"
+    TRACES = "traces"
 
 
 @dataclass(frozen=True)
@@ -19,8 +34,8 @@ class SimConfig:
     """Brain, learning rule and optics of a simulated mouse (``[simulation]`` in a protocol file)."""
 
     # ---------------------------------------------------------------------------------- brain
-    rule: str = spec("vectorized", choices=RULES, doc="learning rule of this mouse")
-    level: str = spec("traces", choices=("pixels", "traces"), doc="fidelity: render frames or ROI traces")
+    rule: LearningRule = spec(LearningRule.VECTORIZED, doc="learning rule of this mouse")
+    level: SimLevel = spec(SimLevel.TRACES, doc="fidelity: render frames or ROI traces")
     units: int = spec(200, min=20, max=5000, doc="rate units in the network (BCI neurons included)")
     inhibitory_fraction: float = spec(0.2, min=0.05, max=0.5, doc="share of units that are inhibitory")
     tau_ms: float = spec(100.0, min=1.0, max=10000.0, doc="rate time constant")
@@ -45,6 +60,10 @@ class SimConfig:
     lick_rate_hz: float = spec(0.3, min=0.0, max=20.0, doc="spontaneous licking")
     consummatory_lick_hz: float = spec(7.0, min=0.0, max=20.0, doc="licking right after a reward")
     consummatory_s: float = spec(2.0, min=0.01, max=60.0, doc="decay of post-reward licking")
+    lickport_reach_mm: float = spec(7.0, min=0.0, max=1000.0,
+                                    doc="lickport feedback only: a lick touches the spout once the port has travelled "
+                                        "at least this far toward the mouse (Feedback.lickport_mm); default 7 mm, the "
+                                        "whole travel of Daie et al., so the port must be brought all the way in")
     # ---------------------------------------------------------------------------------- optics
     imaged_neurons: int = spec(40, min=0, max=5000, doc="non-BCI units given a footprint (per plane)")
     soma_radius_px: float = spec(0.0, min=0.0, max=100.0, doc="0 = about 1/64 of the frame side, >= 3 px")

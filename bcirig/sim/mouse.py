@@ -19,7 +19,7 @@ from bcirig.config import Protocol
 from bcirig.interfaces import SimFrame
 from bcirig.messages import Feedback
 from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_end, sense
-from bcirig.sim.config import SimConfig
+from bcirig.sim.config import SimConfig, SimLevel
 from bcirig.sim.footprints import dendrite_plane, fov_offset, motion_margin, place_sources
 from bcirig.sim.optics import Indicator, Optics
 from bcirig.threads import pin_blas_threads
@@ -46,7 +46,7 @@ class SimulatedMouse:
         if state is None:
             state = fresh_state(config, protocol, self.seed)
         elif state.rule != config.rule:
-            raise ValueError(f"carried state learned with rule {state.rule!r}, config says {config.rule!r}")
+            raise ValueError(f"carried state learned with rule '{state.rule}', config says '{config.rule}'")
         self._state = state
         self.brain = Brain(config, protocol, state, self.seed)
         n_bci = self.brain.anatomy.n_bci
@@ -59,12 +59,16 @@ class SimulatedMouse:
         self.soma_mean = somata / max(1, int(somata.sum()))  # dff @ soma_mean = mean dF/F of the somata
         self.rng = np.random.default_rng([self.seed, 2])  # indicator, licks, motion, drift
         self.optics = Optics(protocol, config, self.sources, state.anatomy_seed,
-                             np.random.default_rng([self.seed, 5]), pixels=config.level == "pixels")
+                             np.random.default_rng([self.seed, 5]), pixels=config.level == SimLevel.PIXELS)
         self.indicator = Indicator(config, len(self.sources), protocol.imaging.frame_rate_hz)
         self.dt = 1.0 / protocol.imaging.frame_rate_hz
         self.frame_index = 0
         self.prev: Feedback | None = None
         self.licks = 0
+        # Lickport feedback: a lick reaches the spout only when the port is within reach (bcirig.nodes.lickport);
+        # with any other feedback the spout is always there. Licking itself is the same either way.
+        self.lickport = protocol.feedback.kind == "lickport"
+        self.contacts = 0
         self.since_reward_s = math.inf
         self.motion = np.zeros(2)
         self.motion_a = math.exp(-self.dt / 2.0)  # slow wander, ~2 s correlation
@@ -183,6 +187,7 @@ class SimulatedMouse:
         lick_hz = cfg.lick_rate_hz + cfg.consummatory_lick_hz * math.exp(-self.since_reward_s / cfg.consummatory_s)
         lick_hz += 3.0 * self._state.value * float(u[self.channels - 1])
         self.licks = int(self.rng.poisson(lick_hz * self.dt))
+        self.contacts = self.licks if not self.lickport or self._spout_in_reach(feedback) else 0
         self.since_reward_s += self.dt
         # Brightness: bleaching, slow drift, neuropil (population activity) as one global factor.
         t_s = self.frame_index * self.dt
@@ -203,6 +208,7 @@ class SimulatedMouse:
         truth = {
             "shift": [dy - fy, dx - fx],  # brain motion against today's field (the day's offset: fov_offset)
             "licks": self.licks,
+            "contacts": self.contacts,  # licks that touched the spout (all of them unless a lickport is out of reach)
             "rpe": delta,
             "rates": r[: self.brain.anatomy.n_bci].astype(np.float32),
             "spikes": spikes[self.bci_sources].astype(np.int16),  # BCI somata, then their dendrites
@@ -211,6 +217,11 @@ class SimulatedMouse:
         }
         self.frame_index += 1
         return extra, scale, (dy, dx), truth
+
+    def _spout_in_reach(self, feedback: Feedback | None) -> bool:
+        """Whether the lickport the mouse senses has come ``lickport_reach_mm`` toward it (NaN: at its start)."""
+        travelled = feedback.lickport_mm if feedback is not None else math.nan
+        return math.isfinite(travelled) and travelled >= self.config.lickport_reach_mm - 1e-9
 
     def step(self, feedback: Feedback | None) -> SimFrame:
         """Sense ``feedback`` (the task's verdict on the previous frame; None at first) and render a frame."""

@@ -18,7 +18,7 @@ from bcirig.interfaces import TaskStep
 from bcirig.messages import EventKind, Phase, Readout
 from bcirig.recording.layout import TRUTH_DTYPES
 from bcirig.sim.brain import MouseState
-from bcirig.sim.config import SimConfig
+from bcirig.sim.config import SimConfig, SimLevel
 from bcirig.sim.mouse import SimulatedMouse
 
 
@@ -85,7 +85,7 @@ def run_day(
         if on_frame is not None:
             on_frame(index, feedback)
 
-    run = run_inline(mouse, pipeline, task, writer=writer, on_frame=collect, traces=config.level != "pixels")
+    run = run_inline(mouse, pipeline, task, writer=writer, on_frame=collect, traces=config.level != SimLevel.PIXELS)
     if writer is not None:
         writer.close(summary=dict(task.summary()))
     new_state = mouse.finish_day()

@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 
 from bcirig.schema import ConfigError
-from bcirig.sim import RULES, parse_sim_config
+from bcirig.sim import LearningRule, SimLevel, parse_sim_config
 
 
 def test_defaults_describe_a_learning_mouse() -> None:
     cfg = parse_sim_config({}, "p.toml")
-    assert cfg.rule == "vectorized"
-    assert cfg.level == "traces"
-    assert set(RULES) == {"vectorized", "scalar", "none", "blocked"}
+    assert cfg.rule is LearningRule.VECTORIZED
+    assert cfg.level is SimLevel.TRACES
+    assert {r.value for r in LearningRule} == {"vectorized", "scalar", "none", "blocked"}
 
 
 def test_values_are_taken() -> None:
     cfg = parse_sim_config({"rule": "blocked", "units": 120, "noise_hz": 2}, "p.toml")
-    assert (cfg.rule, cfg.units, cfg.noise_hz) == ("blocked", 120, 2.0)
+    assert (cfg.rule, cfg.units, cfg.noise_hz) == (LearningRule.BLOCKED, 120, 2.0)
+    assert cfg.rule is LearningRule.BLOCKED  # a member, not the file's string
 
 
 @pytest.mark.parametrize(
