@@ -12,6 +12,8 @@ Sections (all on synthetic movies with known motion, :mod:`bcirig.processing.syn
 * ``transfer`` — a 512 x 796 frame through each way in, beside a bare socket and CLOOSE's figure
   (:mod:`bcirig.bench.live`);
 * ``live``     — ``bcirig send`` -> a whole realtime session: sent -> readout, sent -> feedback, drops.
+* ``display``  — the mouse display node (OpenGL, under Xvfb when there is no DISPLAY): a feedback
+  change's arrival -> the buffer swap, against one 60 Hz refresh (:mod:`bcirig.bench.display`).
 
 Targets are reported, never asserted: shared machines drift, which is why ratios are measured in the
 same run. The F0 window is pre-filled to its full length (3480 frames) so the incremental percentile
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from bcirig.bench.live import chains
 
         results["live"] = chains(quick=quick)
+    if "display" in sections:
+        from bcirig.bench.display import display_latency
+
+        results["display"] = display_latency(frames=150 if quick else 600)
     return results
 
 
@@ -153,6 +159,10 @@ def report(results: dict[str, Any]) -> str:
             row("  frames lost (sent, never processed)", float(lost), "0", lost == 0)
         for e in r["errors"] + ([r["session_error"]] if r["session_error"] else []):
             lines.append(f"    !! {e}")
+    if "display" in results:
+        from bcirig.bench.display import report_lines as display_lines
+
+        lines += display_lines(results["display"])
     return "\n".join(lines)
 
 
@@ -161,8 +171,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bcirig bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--quick", action="store_true", help="fewer frames (about 30 s instead of a few minutes)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--sections", default="latency,baseline,replay,registration,transfer,live",
-                   help="comma-separated subset of latency,baseline,replay,registration,transfer,live")
+    p.add_argument("--sections", default="latency,baseline,replay,registration,transfer,live,display",
+                   help="comma-separated subset of latency,baseline,replay,registration,transfer,live,display")
     args = p.parse_args(argv)
     results = run(args)
     print(report(results))
