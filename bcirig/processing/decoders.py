@@ -19,7 +19,7 @@ before the session starts, so that every readout is valid.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -86,6 +86,11 @@ class Decoder:
         """True when the decoder can produce a readout."""
         return True
 
+    @classmethod
+    def group_signs(cls, params: Any) -> dict[str, float]:
+        """The direction the readout rewards each ROI group this decoder names: +1 up, -1 down."""
+        return {}
+
     # ---- helpers shared by the group-based decoders
     def _bci_somata(self, group: str, key: str) -> np.ndarray:
         """Indices of soma ROIs of ``group`` on the BCI plane; RoiError if there are none."""
@@ -118,6 +123,11 @@ class TwoPopulation(Decoder):
         self.plus = self._bci_somata(params.plus, "plus")
         self.minus = self._bci_somata(params.minus, "minus") if params.minus else None
 
+    @classmethod
+    def group_signs(cls, params: TwoPopulationParams) -> dict[str, float]:
+        """P+ up, P- down."""
+        return {params.plus: 1.0, **({params.minus: -1.0} if params.minus else {})}
+
     def decode(self, dff: np.ndarray, fc: np.ndarray) -> float:
         """mean(P+) - mean(P-)."""
         value = _mean(dff, self.plus)
@@ -137,7 +147,13 @@ class Ensemble(Decoder):
         super().__init__(params, rois, protocol)
         self.e1 = self._bci_somata(params.e1, "e1")
         self.e2 = self._bci_somata(params.e2, "e2")
-        self.sign = 1.0 if params.order == EnsembleOrder.E2_MINUS_E1 else -1.0
+        self.sign = self.group_signs(params)[params.e2]
+
+    @classmethod
+    def group_signs(cls, params: EnsembleParams) -> dict[str, float]:
+        """E2 up and E1 down for order E2-E1; the reverse for E1-E2."""
+        up = 1.0 if params.order == EnsembleOrder.E2_MINUS_E1 else -1.0
+        return {params.e2: up, params.e1: -up}
 
     def decode(self, dff: np.ndarray, fc: np.ndarray) -> float:
         """Signed ensemble difference, capped at 0 when the E1 constraint is violated."""
@@ -273,6 +289,11 @@ class SpikeRate(Decoder):
         self._t = 0
         self.rate_hz = np.zeros(n)
 
+    @classmethod
+    def group_signs(cls, params: SpikeRateParams) -> dict[str, float]:
+        """``group`` up, ``minus`` down."""
+        return {params.group: 1.0, **({params.minus: -1.0} if params.minus else {})}
+
     def decode(self, dff: np.ndarray, fc: np.ndarray) -> float:
         """Update the per-ROI spike rates with this frame; return the group difference in Hz."""
         p, t = self.params, self._t
@@ -304,10 +325,31 @@ def validate_decoder_config(decoder_table: dict[str, Any], protocol: Protocol, f
     check_decoder_table(decoder_table, protocol.readout.signal, file)
 
 
+def group_signs(decoder_table: dict[str, Any], groups: Iterable[str], file: str = "<protocol>") -> list[float]:
+    """+1 / -1 per ROI group: the direction the protocol's decoder rewards it (P+ up, P- down; E2 - E1 ...),
+    as the decoder itself says (:meth:`Decoder.group_signs`). A group the decoder does not name: a '+' or
+    '-' at the end of its name, else the first group +1 and the others -1."""
+    known: dict[str, float] = {}
+    if decoder_table:
+        cls, params = _parse(decoder_table, file)
+        known = cls.group_signs(params)
+    signs = []
+    for i, g in enumerate(groups):
+        if g in known:
+            signs.append(known[g])
+        elif g.endswith(("-", "\u2212")):
+            signs.append(-1.0)
+        elif g.endswith("+"):
+            signs.append(1.0)
+        else:
+            signs.append(1.0 if i == 0 else -1.0)
+    return signs
+
+
 def make_decoder(protocol: Protocol, rois: RoiSet) -> Decoder:
     """Build the protocol's decoder for this ROI set; RoiError if it names ROIs or groups that are missing."""
     cls, params = _parse(protocol.readout.decoder, protocol.source_path or "<protocol>")
     return cls(params, rois, protocol)
 
 
-__all__ = ["DECODERS", "Decoder", "make_decoder", "register", "validate_decoder_config"]
+__all__ = ["DECODERS", "Decoder", "group_signs", "make_decoder", "register", "validate_decoder_config"]

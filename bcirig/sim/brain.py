@@ -39,41 +39,13 @@ import numpy as np
 
 from bcirig.config import Protocol
 from bcirig.messages import Feedback, Screen, Sound, TrialState
+from bcirig.processing.decoders import group_signs
 from bcirig.schema import ConfigError
 from bcirig.sim.config import LearningRule, SimConfig
 from bcirig.threads import pin_blas_threads
 
 # Non-feedback inputs the mouse senses, after the tuned feedback channels.
 CONTEXT = ("grating", "grey", "black", "noise", "tone", "reward", "lick")
-
-
-def group_signs(groups: dict[str, Any], decoder: dict[str, Any] | None = None) -> list[float]:
-    """+1 / -1 per group: the direction the decoder rewards (P+ up, P- down; E2 - E1 ...).
-
-    Read from the decoder's parameters when it names groups; otherwise an explicit '+' / '-' at the end
-    of a group name wins, else the first group is +1 and the others -1.
-    """
-    decoder = decoder or {}
-    name = decoder.get("name")
-    if name == "two_population":
-        plus, minus = decoder.get("plus", "P+"), decoder.get("minus", "P-")
-        known = {plus: 1.0, minus: -1.0}
-    elif name == "ensemble":
-        e2_up = decoder.get("order", "E2-E1") == "E2-E1"
-        known = {decoder.get("e2", "E2"): 1.0 if e2_up else -1.0, decoder.get("e1", "E1"): -1.0 if e2_up else 1.0}
-    else:
-        known = {}
-    signs = []
-    for i, g in enumerate(groups):
-        if g in known:
-            signs.append(known[g])
-        elif g.endswith(("-", "−")):
-            signs.append(-1.0)
-        elif g.endswith("+"):
-            signs.append(1.0)
-        else:
-            signs.append(1.0 if i == 0 else -1.0)
-    return signs
 
 
 @dataclass
@@ -157,7 +129,8 @@ def _wire(cfg: SimConfig, key: str, seed: int) -> tuple[Anatomy, np.ndarray]:
     if not fits:  # build_anatomy refuses this first, naming the protocol's key
         raise ValueError(f"{n} units with {n_inh} inhibitory leave no room for {n_bci} BCI units")
     excitatory = np.arange(n) < n_exc
-    sign = np.concatenate([np.full(c, s) for c, s in zip(counts, group_signs(groups, decoder), strict=True)])
+    # each BCI group's direction, as the protocol's decoder rewards it (the decoder says, not the simulator)
+    sign = np.concatenate([np.full(c, s) for c, s in zip(counts, group_signs(decoder, groups), strict=True)])
     # Sparse random recurrent weights, inhibition balancing excitation on average, scaled to the radius.
     conn = rng.random((n, n)) < 0.2
     np.fill_diagonal(conn, False)

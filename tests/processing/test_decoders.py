@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bcirig.processing import DECODERS, Pipeline, Roi, RoiError, RoiSet
-from bcirig.processing.decoders import Pca, make_decoder
+from bcirig.processing.decoders import Pca, group_signs, make_decoder
 from bcirig.schema import ConfigError
 
 from .conftest import make_protocol
@@ -29,6 +29,32 @@ def decode(decoder: str, groups: list[str], dff: list[float], **kw: Any) -> floa
 
 def test_registry_has_all_decoders() -> None:
     assert {"two_population", "ensemble", "single_neuron", "weighted", "pca", "spike_rate"} <= set(DECODERS)
+
+
+@pytest.mark.parametrize(("decoder", "groups"), [
+    ('name = "two_population"', ["P+", "P-"]),
+    ('name = "two_population"\nplus = "up"\nminus = "down"', ["down", "up"]),
+    ('name = "ensemble"', ["E1", "E2"]),
+    ('name = "ensemble"\norder = "E1-E2"', ["E1", "E2"]),
+])
+def test_each_group_sign_is_the_direction_that_raises_the_readout(decoder: str, groups: list[str]) -> None:
+    # what the simulated brain learns towards: raising a group the decoder calls +1 raises the readout
+    protocol = make_protocol(decoder=decoder)
+    signs = group_signs(protocol.readout.decoder, groups)
+    dec = make_decoder(protocol, roiset(groups * 2))
+    base = np.full(2 * len(groups), 0.2)
+    for g, sign in zip(groups, signs, strict=True):
+        raised = base + 0.1 * np.array([x == g for x in groups * 2])
+        change = dec.decode(raised, raised) - dec.decode(base, base)
+        assert np.sign(change) == sign, (g, change)
+
+
+def test_groups_a_decoder_does_not_name_take_their_sign_from_the_name() -> None:
+    assert group_signs({"name": "two_population"}, ["P+", "P-"]) == [1.0, -1.0]
+    assert group_signs({"name": "ensemble", "order": "E1-E2"}, ["E1", "E2"]) == [1.0, -1.0]
+    assert group_signs({"name": "single_neuron", "roi": "r0"}, ["A+", "B-", "C"]) == [1.0, -1.0, -1.0]
+    assert group_signs({"name": "single_neuron", "roi": "r0"}, ["A", "B"]) == [1.0, -1.0]  # first up
+    assert group_signs({"name": "spike_rate", "group": "G", "minus": "H"}, ["H", "G"]) == [-1.0, 1.0]
 
 
 def test_two_population_is_mean_plus_minus_mean_minus() -> None:

@@ -10,7 +10,7 @@ import pytest
 from bcirig.config import Protocol
 from bcirig.messages import Feedback, Phase, Screen, TrialState
 from bcirig.sim import SimConfig, SimulatedMouse, dale_violations
-from bcirig.sim.brain import build_anatomy, group_signs
+from bcirig.sim.brain import build_anatomy
 from bcirig.sim.session import DayResult, run_day
 from tests.sim.conftest import short_protocol, sim_config
 
@@ -24,12 +24,6 @@ def _bci_rates(mouse: SimulatedMouse, fb: Feedback | None, frames: int = 600) ->
     for _ in range(30):
         mouse.step_traces(fb)
     return np.mean([mouse.step_traces(fb).truth["rates"] for _ in range(frames)], axis=0)
-
-
-def test_signs_follow_the_decoder() -> None:
-    assert group_signs({"P+": 4, "P-": 4}, {"name": "two_population"}) == [1.0, -1.0]
-    assert group_signs({"E1": 2, "E2": 2}, {"name": "ensemble", "order": "E2-E1"}) == [-1.0, 1.0]
-    assert group_signs({"E1": 2, "E2": 2}, {"name": "ensemble", "order": "E1-E2"}) == [1.0, -1.0]
 
 
 def test_network_obeys_dale_at_birth(protocol: Protocol) -> None:
