@@ -113,27 +113,28 @@ class BufferOutput:
             self.wav = None
 
 
-class DeviceOutput:
-    """A PortAudio output stream fed by the synth from its callback thread."""
+class BlockFeeder:
+    """One output block at a time, as a sound card's callback asks for it: the changes queued since the
+    last block start with it, stamped with the block's DAC time put on ``time.monotonic_ns()``.
 
-    def __init__(self, synth: AudioSynth, presenter: SoundPresenter, *, device: str, latency: float,
-                 block: int) -> None:
-        import sounddevice as sd
+    Thread-safe by its queues: :meth:`queue` and :meth:`done` from the node's thread, :meth:`fill` from
+    the audio thread (which alone touches the synth).
+    """
 
+    def __init__(self, synth: AudioSynth, presenter: SoundPresenter) -> None:
         self.synth, self.presenter = synth, presenter
-        self.index, self.name = find_output_device(device)
         self.pending: queue.SimpleQueue[Presentation] = queue.SimpleQueue()  # node -> callback
-        self.done: queue.SimpleQueue[Presentation] = queue.SimpleQueue()  # callback -> node
-        self.underflows = 0
-        self.clock = PresentClock.DAC
-        self.stream = sd.OutputStream(samplerate=synth.rate, blocksize=block, device=self.index, channels=1,
-                                      dtype="float32", latency=latency, callback=self._callback)
-        self.stream.start()
+        self.finished: queue.SimpleQueue[Presentation] = queue.SimpleQueue()  # callback -> node
 
-    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        now_ns = time.monotonic_ns()
-        if status.output_underflow:
-            self.underflows += 1
+    def queue(self, change: Presentation) -> None:
+        """Play ``change`` from the next block."""
+        self.pending.put(change)
+
+    def fill(self, out: np.ndarray, now_ns: int, dac_s: float, current_s: float) -> None:
+        """Render ``len(out)`` samples into ``out``; ``dac_s`` and ``current_s`` on PortAudio's stream clock.
+
+        A host API that gives no DAC time (0) leaves the callback's own time (``PresentClock.CALLBACK``).
+        """
         changes = []
         while True:
             try:
@@ -143,30 +144,54 @@ class DeviceOutput:
             self.presenter.apply(change, self.synth)
             change.sample = self.synth.samples
             changes.append(change)
-        outdata[:, 0] = self.synth.render(frames)
-        dac, current = float(time_info.outputBufferDacTime), float(time_info.currentTime)
-        if dac > 0 and current > 0 and math.isfinite(dac - current):
-            t_ns, clock = now_ns + round((dac - current) * 1e9), PresentClock.DAC
+        out[:] = self.synth.render(len(out))
+        if dac_s > 0 and current_s > 0 and math.isfinite(dac_s - current_s):
+            t_ns, clock = now_ns + round((dac_s - current_s) * 1e9), PresentClock.DAC
         else:
             t_ns, clock = now_ns, PresentClock.CALLBACK
         for change in changes:
             change.t_presented_ns, change.clock = t_ns, clock
-            self.done.put(change)
+            self.finished.put(change)
+
+    def done(self) -> list[Presentation]:
+        """Changes whose block has been filled since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self.finished.get_nowait())
+            except queue.Empty:
+                return out
+
+
+class DeviceOutput:
+    """A PortAudio output stream fed by a :class:`BlockFeeder` from its callback thread."""
+
+    def __init__(self, synth: AudioSynth, presenter: SoundPresenter, *, device: str, latency: float,
+                 block: int) -> None:
+        import sounddevice as sd
+
+        self.feeder = BlockFeeder(synth, presenter)
+        self.index, self.name = find_output_device(device)
+        self.underflows = 0
+        self.stream = sd.OutputStream(samplerate=synth.rate, blocksize=block, device=self.index, channels=1,
+                                      dtype="float32", latency=latency, callback=self._callback)
+        self.stream.start()
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now_ns = time.monotonic_ns()
+        if status.output_underflow:
+            self.underflows += 1
+        self.feeder.fill(outdata[:, 0], now_ns, float(time_info.outputBufferDacTime), float(time_info.currentTime))
 
     def frame(self, changes: list[Presentation]) -> list[Presentation]:
         """Queue a frame's changes for the next block; they come back from :meth:`poll` once played."""
         for change in changes:
-            self.pending.put(change)
+            self.feeder.queue(change)
         return []
 
     def poll(self) -> list[Presentation]:
         """Changes whose block has gone to the device since the last call."""
-        out = []
-        while True:
-            try:
-                out.append(self.done.get_nowait())
-            except queue.Empty:
-                return out
+        return self.feeder.done()
 
     def close(self) -> None:
         """Stop and close the stream."""

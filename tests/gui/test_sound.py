@@ -162,3 +162,31 @@ def test_validate_refuses_the_tone_protocol_in_one_line(tmp_path: Path, capsys: 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"bcirig: {rig}: sound.kind = 'none': expected 'sounddevice' (a sound card) or 'buffer' (no "
                    "speaker: samples rendered only): protocol 't' plays sound (feedback.kind = 'tone')"]
+
+
+def test_sound_card_blocks_stamp_changes_with_the_dac_time() -> None:
+    """The callback's work without a sound card (there is none here): PortAudio's block times are given."""
+    from bcirig.gui.audio_out import BlockFeeder
+
+    presenter = SoundPresenter(noise_ms=100.0, noise_dbfs=-12.0)
+    feeder = BlockFeeder(AudioSynth(RATE, seed=3), presenter)
+    twin = AudioSynth(RATE, seed=3)  # the same calls, rendered directly
+    out = np.zeros(256, np.float32)
+    feeder.fill(out, now_ns=1_000_000, dac_s=10.0, current_s=9.99)
+    np.testing.assert_array_equal(out, twin.render(256))  # silence, and no change to stamp
+    assert feeder.done() == []
+    for change in presenter.changes(Feedback(frame=7, sound=Sound.WHITE_NOISE, tone_hz=9000.0), 5):
+        feeder.queue(change)
+    twin.set_tone(9000.0)
+    twin.noise(100.0, -12.0)
+    feeder.fill(out, now_ns=2_000_000, dac_s=10.5, current_s=10.488)  # this block reaches the DAC 12 ms later
+    np.testing.assert_array_equal(out, twin.render(256))
+    done = feeder.done()
+    assert [(c.frame, c.what, c.sample, c.clock) for c in done] == [
+        (7, Presented.TONE, 256, PresentClock.DAC), (7, Presented.SOUND, 256, PresentClock.DAC)]
+    assert all(c.t_presented_ns == 2_000_000 + 12_000_000 for c in done)
+    feeder.queue(presenter.changes(Feedback(frame=8), 6)[0])  # the tone stops
+    feeder.fill(out, now_ns=3_000_000, dac_s=0.0, current_s=0.0)  # a host API without DAC times
+    (stop,) = feeder.done()
+    assert (stop.what, stop.clock, stop.t_presented_ns, stop.sample) == (Presented.TONE, PresentClock.CALLBACK,
+                                                                           3_000_000, 512)
