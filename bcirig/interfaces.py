@@ -69,16 +69,40 @@ class MouseStage(Protocol):
         ...
 
 
+class ValveReply(Protocol):
+    """A valve controller's acknowledgement of one command (``bcirig.devices.ValveAck``)."""
+
+    @property
+    def ok(self) -> bool:
+        """False for a refused command (too soon, busy, over a limit)."""
+        ...
+
+    @property
+    def error(self) -> str:
+        """Why it was refused (the device's error code and detail); empty when ``ok``."""
+        ...
+
+    @property
+    def open_ms(self) -> float:
+        """The valve open time the device actually used, after its own clamp."""
+        ...
+
+    @property
+    def device_ms(self) -> int:
+        """The firmware's clock when the command ran; -1 for a device without one."""
+        ...
+
+
 @runtime_checkable
 class RewardValve(Protocol):
     """The reward valve controller capability (real firmware over serial, or its simulated twin)."""
 
-    def reward(self, ul: float) -> Any:
+    def reward(self, ul: float) -> ValveReply:
         """Deliver ``ul`` microlitres; returns the device acknowledgement."""
         ...
 
-    def opto(self, ms: float) -> Any:
-        """Pulse the optogenetics TTL."""
+    def opto(self, ms: float) -> ValveReply:
+        """Pulse the optogenetics TTL; returns the device acknowledgement."""
         ...
 
     def close(self) -> None:

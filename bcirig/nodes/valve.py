@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bcirig.config import load_rig
-from bcirig.devices import execute_command, open_valve
+from bcirig.devices import SimulatedValveController, ValveController, execute_command, open_valve
 from bcirig.messages import Ack, Action, Command, Event, EventKind, Message
 from bcirig.nodes.base import Node, NodeSpec
 
@@ -27,15 +27,14 @@ class ValveNode(Node):
         super().__init__(spec)
         self.stack = contextlib.ExitStack()
         self.rig = load_rig(spec.rig_path)
-        self.device: Any = self.stack.enter_context(open_valve(self.rig.valve))
+        self.device: ValveController | SimulatedValveController = self.stack.enter_context(open_valve(self.rig.valve))
         self.safe_state = False
         self.last_io = time.monotonic()
         self.frame = -1
 
     def extra_poll(self) -> list[Any]:
-        fileno = getattr(self.device, "fileno", None)
-        fd = fileno() if callable(fileno) else None
-        return [fd] if isinstance(fd, int) and fd >= 0 else []
+        fd = self.device.fileno()  # the serial port's; None for the simulated twin
+        return [fd] if fd is not None and fd >= 0 else []
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Event) and msg.name is EventKind.LICK_CONTACT:
