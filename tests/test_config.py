@@ -45,7 +45,8 @@ def test_shipped_rigs_validate(rig):
         ("wrong_type", "readout.smoothing.frames", "'three'", "an integer in [1, 10000]"),
         ("out_of_range", "calibration.target_hit_fraction", "1.5", "a number in [0.0, 1.0]"),
         ("bad_enum", "outcomes.timeout.iti_screen", "'purple'", "one of 'grating', 'grey', 'black'"),
-        ("unknown_decoder", "readout.decoder.name", "'telepathy'", ""),
+        ("unknown_decoder", "readout.decoder.name", "'telepathy'",
+         "one of 'two_population', 'ensemble', 'single_neuron', 'weighted', 'pca', 'spike_rate'"),
         ("reward_after_hold", "outcomes.hit.reward_on_hold_frame", "3", "<= outcomes.hit.hold_frames (2)"),
     ],
 )

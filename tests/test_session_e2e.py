@@ -4,6 +4,7 @@ These run in lockstep mode (deterministic, as fast as the machine allows) on a s
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,18 +27,18 @@ RIG = ROOT / "hardware" / "rigs" / "sim.toml"
 pytestmark = pytest.mark.slow
 
 
-def run_session(tmp_path, **kw):
+def run_session(tmp_path: Path, **kw):
     return Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="lockstep", **kw).run()
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(tmp_path_factory: pytest.TempPathFactory):
     result = run_session(tmp_path_factory.mktemp("e2e"))
     assert result.ok, result.error
     return result
 
 
-def test_session_file_holds_every_frame_readout_and_decision(session):
+def test_session_file_holds_every_frame_readout_and_decision(session) -> None:
     s = session.summary
     assert s["complete"] and s["trials"] == 4 and s["dropped_messages"] == 0 and s["bad_frames"] == 0
     assert s["frames_published"] == s["frames_processed"] == s["frames_decided"]  # none after the last verdict
@@ -71,13 +72,15 @@ def test_session_file_holds_every_frame_readout_and_decision(session):
         assert cmds["frame"].tolist() == trials["reward_frame"][is_hit].tolist()
         acks = sf.table("acks")
         assert acks["command_id"].tolist() == cmds["command_id"].tolist()
-        # motion correction against the simulator's ground truth (integer-pixel brain motion)
-        # registration reports the brain's motion itself (content moved by +d is reported as +d), so it
-        # must match the truth with its sign; the opposite sign would be far off
+        # motion correction against the simulator's ground truth (integer-pixel brain motion). Both use one
+        # convention: the simulator renders frame(y, x) = field(y - dy, x - dx) for truth (dy, dx)
+        # (sim/optics.py), and registration reports content moved by +d as +d (registration.py), so on
+        # every axis of every frame where the brain was displaced the two have the same sign
         truth = sf.table("truth")["shift"]
-        assert np.abs(truth).max() >= 2  # the brain did move
-        assert np.median(np.abs(ro["shift"] - truth)) < 0.5
-        assert np.median(np.abs(ro["shift"] + truth)) > 0.5
+        moved = truth != 0
+        assert moved.sum() >= 20 and np.abs(truth).max() >= 2  # the brain did move, often
+        assert np.mean(np.sign(ro["shift"][moved]) == np.sign(truth[moved])) > 0.95
+        assert np.median(np.abs(ro["shift"][moved] - truth[moved])) < 0.5
         # per-stage stamps present on every frame, in causal order
         t = ro["t_ns"]
         assert (np.diff(t, axis=1) >= 0).all()
@@ -85,14 +88,14 @@ def test_session_file_holds_every_frame_readout_and_decision(session):
         assert sf.attrs["protocol"] == PROTOCOL.read_text()
 
 
-def test_replay_of_the_recorded_session_is_identical(session):
+def test_replay_of_the_recorded_session_is_identical(session) -> None:
     rep = replay(session.path)
     assert rep.identical, rep.text()
     assert rep.readouts_compared == session.summary["frames_processed"]
     assert rep.trials_replayed == 4
 
 
-def test_inline_composition_makes_the_same_decisions_as_the_processes(session):
+def test_inline_composition_makes_the_same_decisions_as_the_processes(session) -> None:
     protocol = load_protocol(PROTOCOL)
     rig = load_rig(RIG)
     mouse = make_mouse(protocol, rig)
@@ -119,7 +122,7 @@ def test_inline_composition_makes_the_same_decisions_as_the_processes(session):
     assert RoiSet.from_arrays(rois.to_arrays()).names == rois.names
 
 
-def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_path):
+def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_path: Path) -> None:
     rig = tmp_path / "rig.toml"
     custom = ('kind = "custom"\nseed = 1\n[source.custom]\nclass_path = "tests.sources:WrongShapeSource"\n'
               'options = { bad_at = [50, 51, 400] }')
@@ -144,7 +147,7 @@ def test_frames_of_the_wrong_shape_are_counted_and_never_reach_the_pipeline(tmp_
         assert acq["acq_index"][50] == 52 and acq["acq_index"][397] == 399 and acq["acq_index"][398] == 401
 
 
-def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
+def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path: Path) -> None:
     result = run_session(tmp_path, node_options=crash("pipeline", 350))
     assert not result.ok
     assert result.summary["frames_published"] == 350  # from the file when the node could not say (was -1)
@@ -162,7 +165,7 @@ def test_a_dying_node_puts_the_task_in_safe_state_and_names_the_node(tmp_path):
         assert sf.table("feedback")["screen"][-1] == b"grey"
 
 
-def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
+def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path: Path) -> None:
     result = run_session(tmp_path, node_options=crash("recorder", 320, "kill"))
     assert not result.ok and "node 'recorder' died (killed by signal SIGKILL)" in result.error
     with SessionFile(result.path) as sf:
@@ -173,7 +176,7 @@ def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path):
         assert sf.frames().shape[0] >= len(frames) - 1
 
 
-def test_day_two_carries_the_calibration_and_difficulty_never_drops(session):
+def test_day_two_carries_the_calibration_and_difficulty_never_drops(session) -> None:
     data_dir = session.path.parents[2]
     history = json.loads((data_dir / "sim" / "subject.json").read_text())
     assert [s["outcome"] for s in history["sessions"]][-1] == "completed"
@@ -189,7 +192,7 @@ def test_day_two_carries_the_calibration_and_difficulty_never_drops(session):
     assert calib["threshold"] >= calib["threshold_today"]
 
 
-def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path):
+def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path: Path) -> None:
     rig = ROOT / "tests" / "configs" / "rig-qt.toml"
     result = Supervisor(PROTOCOL, rig, data_dir=tmp_path, mode="lockstep",
                         node_options={"display": {"size": [160, 120]}}).run()
@@ -204,7 +207,7 @@ def test_session_with_the_qt_display_node_shows_every_feedback_frame(tmp_path):
     assert display["repaints"] > 0 and display["gaps"] == 0
 
 
-def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path):
+def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path: Path) -> None:
     result = run_session(tmp_path, node_options=crash("pipeline", 350, "hang"))
     assert not result.ok
     # the task notices first: frames stopped for longer than safety.frame_timeout_ms
@@ -215,7 +218,7 @@ def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path):
         assert sf.table("feedback")["screen"][-1] == b"grey"
 
 
-def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_device_times(session):
+def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_device_times(session) -> None:
     with SessionFile(session.path) as sf:
         events = sf.events()
     contacts = sum(e["data"]["count"] for e in events if e["name"] == "lick_contact")
@@ -227,7 +230,7 @@ def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_d
 
 
 @pytest.mark.firmware
-def test_session_through_the_emulated_firmware_rewards_and_reports_licks(tmp_path):
+def test_session_through_the_emulated_firmware_rewards_and_reports_licks(tmp_path: Path) -> None:
     from bcirig.devices.emulator import ValveEmulator
 
     try:
@@ -249,7 +252,7 @@ def test_session_through_the_emulated_firmware_rewards_and_reports_licks(tmp_pat
     assert 0 < len(licks) <= contacts  # contacts closer than 40 ms merge on the real (debounced) pin
 
 
-def test_console_node_follows_the_session(tmp_path):
+def test_console_node_follows_the_session(tmp_path: Path) -> None:
     shot = tmp_path / "console.png"
     result = Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="lockstep", console=True,
                         node_options={"console": {"screenshot": str(shot)}}).run()
@@ -263,7 +266,7 @@ def test_console_node_follows_the_session(tmp_path):
     assert shot.stat().st_size > 10_000
 
 
-def test_a_full_disk_stops_the_session_and_keeps_what_was_flushed(tmp_path):
+def test_a_full_disk_stops_the_session_and_keeps_what_was_flushed(tmp_path: Path) -> None:
     # 8 MB: the whole session's tables fit whatever the machine's speed (about 1 MB), its frames (22 MB) do not
     opts = {"recorder": {"node_class": "tests.faults:FullDiskRecorder", "limit_bytes": 8_000_000}}
     result = run_session(tmp_path, node_options=opts)
@@ -279,7 +282,7 @@ def test_a_full_disk_stops_the_session_and_keeps_what_was_flushed(tmp_path):
     assert result.path.stat().st_size <= 8_000_000
 
 
-def test_an_unwritable_data_directory_is_one_line_before_anything_starts(tmp_path):
+def test_an_unwritable_data_directory_is_one_line_before_anything_starts(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     from bcirig.supervisor import SessionError
@@ -288,7 +291,7 @@ def test_an_unwritable_data_directory_is_one_line_before_anything_starts(tmp_pat
         run_session(blocker / "data")
 
 
-def test_a_valve_node_that_fails_at_start_up_is_reported_with_its_error(tmp_path):
+def test_a_valve_node_that_fails_at_start_up_is_reported_with_its_error(tmp_path: Path) -> None:
     rig = tmp_path / "rig.toml"
     rig.write_text(RIG.read_text().replace('kind = "simulated"\nms_per_ul', 'kind = "serial"\nport = '
                                                                              '"/dev/bcirig-no-such-port"\nms_per_ul'))

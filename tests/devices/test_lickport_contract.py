@@ -119,8 +119,22 @@ def _until(lickport: ZaberLickport, done: object, timeout_s: float = 10.0) -> li
         time.sleep(0.005)
 
 
-def test_is_an_actuator(rig: Rig) -> None:
-    assert isinstance(rig.lickport, Actuator)
+def test_through_the_actuator_contract_it_goes_where_it_answers(rig: Rig) -> None:
+    # The lickport node knows the stage only as an Actuator (mypy checks the signatures): what each call
+    # returns is where the stage then goes, and at what speed.
+    actuator: Actuator = rig.lickport
+    rig.lickport.home()
+    target = actuator.move_to(100.0)  # beyond the rig's limit: clamped, and the answer says so
+    assert target == pytest.approx(CFG.max_mm, abs=STEP_MM)
+    assert rig.lickport.wait_idle(timeout_s=5.0) == pytest.approx(target, abs=STEP_MM)
+    assert actuator.position_mm() == pytest.approx(target, abs=STEP_MM)
+    speed = actuator.set_speed(-2.0)
+    assert speed == pytest.approx(-2.0, rel=1e-4)
+    _until(rig.lickport, lambda mm, _moving: mm <= target - 0.2)
+    actuator.stop()
+    stopped = rig.lickport.wait_idle(timeout_s=2.0)
+    assert target - 0.6 < stopped <= target - 0.2  # moved toward 0 (the sign of the speed), then stopped
+    assert actuator.position_mm() == stopped
 
 
 def test_homing_goes_to_zero(rig: Rig) -> None:
