@@ -30,6 +30,7 @@ lint: env
 	$(VENV)/bin/ruff check -q bcirig tests tools
 	$(VENV)/bin/mypy --no-error-summary
 	@$(VENV)/bin/lint-imports --no-cache > $(VENV)/lint-imports.log 2>&1 || { cat $(VENV)/lint-imports.log; exit 1; }
+	@$(PY) tools/import_cycles.py > $(VENV)/import-cycles.log || { cat $(VENV)/import-cycles.log; exit 1; }
 
 bench: env
 	$(VENV)/bin/bcirig bench
