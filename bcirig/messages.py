@@ -353,7 +353,7 @@ class LickportPosition(Message):
     Both positions are mm travelled toward the mouse from the port's start (the rig's ``lickport.min_mm``).
     ``frame`` is the feedback frame the command came from; after a SAFE broadcast the rows of the
     retraction carry the last frame seen and ``retracting`` is true. ``t_ns`` stamps: task_out (the
-    feedback's), device_in (the lickport node got it), asked (the position request was written) and
+    feedback's), device_in (the lickport node got it), asked (just before the position request was written) and
     device_ack (its reply was read).
     """
 

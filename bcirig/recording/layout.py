@@ -73,6 +73,8 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("opto", np.bool_, ()),
             ("readout_norm", np.float64, ()),
             ("threshold", np.float64, ()),
+            ("lickport_mm", np.float64, ()),  # where the task put the lickport (absent from files before it)
+            ("lickport_speed_mm_s", np.float64, ()),
             ("t_ns", np.int64, (len(FEEDBACK_STAMPS),)),
         ],
         "events": [
@@ -139,6 +141,15 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("clock", S, ()),  # swap, raster, dac, callback, buffer (messages.PresentClock)
             ("t_update_ns", np.int64, ()),  # the feedback's arrival at the device node
             ("t_presented_ns", np.int64, ()),
+        ],
+        "lickport": [  # one row per frame the lickport node handled (absent from files before it; empty: no lickport)
+            ("frame", np.int64, ()),
+            ("commanded_mm", np.float64, ()),  # Feedback.lickport_mm: mm toward the mouse from the start (min_mm)
+            ("speed_mm_s", np.float64, ()),  # Feedback.lickport_speed_mm_s
+            ("measured_mm", np.float64, ()),  # the stage's reported position, same coordinates
+            ("moving", np.bool_, ()),
+            ("retracting", np.bool_, ()),  # after SAFE or at the end: going back to the start
+            ("t_ns", np.int64, ()),  # when the stage's position reply was read
         ],
         "truth": truth,
         "calibration_windows": [

@@ -84,6 +84,14 @@ class SessionFile:
         cols = dict(layout.tables(0, {}))["presentation"]
         return {name: np.zeros((0, *shape), dtype=dtype) for name, dtype, shape in cols}
 
+    def lickport(self) -> dict[str, np.ndarray]:
+        """The lickport table (commanded and measured position per frame); empty columns when the file has none
+        (a rig without a lickport records no rows; files written before the table lack it)."""
+        if "lickport" in self.f:
+            return self.table("lickport")
+        cols = layout.tables(0, {})["lickport"]
+        return {name: np.zeros((0, *shape), dtype=dtype) for name, dtype, shape in cols}
+
     def events(self) -> list[dict[str, Any]]:
         """The event table as dicts with decoded JSON data."""
         ev = self.table("events")

@@ -21,7 +21,18 @@ import h5py
 import numpy as np
 
 import bcirig
-from bcirig.messages import Ack, Command, Event, EventKind, Feedback, Frame, Message, Presentation, Readout
+from bcirig.messages import (
+    Ack,
+    Command,
+    Event,
+    EventKind,
+    Feedback,
+    Frame,
+    LickportPosition,
+    Message,
+    Presentation,
+    Readout,
+)
 from bcirig.recording import layout
 
 ROOM_MARGIN_BYTES = 256 << 10
@@ -147,8 +158,8 @@ class SessionWriter:
         elif isinstance(msg, Feedback):
             self._row("feedback", (msg.frame, msg.seq, msg.phase.value, msg.state.value, msg.trial, msg.trial_frame,
                                    msg.screen.value, msg.angle_deg, msg.sound.value, msg.tone_hz, msg.reward,
-                                   msg.opto, msg.readout_norm, msg.threshold,
-                                   _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
+                                   msg.opto, msg.readout_norm, msg.threshold, msg.lickport_mm,
+                                   msg.lickport_speed_mm_s, _stamps(msg.t_ns, layout.FEEDBACK_STAMPS)))
         elif isinstance(msg, Command):
             self._row("commands", (msg.frame, msg.command_id, msg.action.value, msg.reward_ul, msg.opto_ms,
                                    msg.open_ms, _stamps(msg.t_ns, layout.COMMAND_STAMPS)))
@@ -157,6 +168,9 @@ class SessionWriter:
                                msg.open_ms, msg.device_ms, _stamps(msg.t_ns, layout.ACK_STAMPS)))
         elif isinstance(msg, Event):
             self._event(msg)
+        elif isinstance(msg, LickportPosition):
+            self._row("lickport", (msg.frame, msg.commanded_mm, msg.speed_mm_s, msg.measured_mm, msg.moving,
+                                   msg.retracting, msg.t_ns.get("device_ack", -1)))
         elif isinstance(msg, Presentation):
             self._row("presentation", (msg.frame, msg.src, msg.what.value, msg.screen.value, msg.angle_deg,
                                        msg.sound.value, msg.tone_hz, msg.code, msg.skipped, msg.sample,
