@@ -1,6 +1,7 @@
 """The bus counts every lost message: gaps inside a stream and a missing first message."""
 
 import time
+from pathlib import Path
 
 import zmq
 
@@ -8,7 +9,7 @@ from bcirig.bus import Publisher, Subscriber
 from bcirig.messages import Heartbeat, NodeState, Readout, Topic
 
 
-def connected_pair(tmp_path):
+def connected_pair(tmp_path: Path) -> tuple[zmq.Context[zmq.Socket[bytes]], Publisher, Subscriber]:
     ctx = zmq.Context()
     pub = Publisher(ctx, f"ipc://{tmp_path}/p.pub", "pipeline")
     sub = Subscriber(ctx, [f"ipc://{tmp_path}/p.pub"], [Topic.READOUT, Topic.HEARTBEAT])
@@ -20,8 +21,8 @@ def connected_pair(tmp_path):
     raise AssertionError("no heartbeat within 10 s")
 
 
-def drain(sub, n):
-    got = []
+def drain(sub: Subscriber, n: int) -> list[Readout]:
+    got: list[Readout] = []
     while len(got) < n and sub.sock.poll(2000):
         msg = sub.recv()
         if isinstance(msg, Readout):
@@ -29,7 +30,7 @@ def drain(sub, n):
     return got
 
 
-def test_gaps_are_counted_per_publisher_and_topic(tmp_path):
+def test_gaps_are_counted_per_publisher_and_topic(tmp_path: Path) -> None:
     ctx, pub, sub = connected_pair(tmp_path)
     try:
         for i in range(5):
@@ -49,7 +50,7 @@ def test_gaps_are_counted_per_publisher_and_topic(tmp_path):
         ctx.term()
 
 
-def test_a_lost_first_data_message_is_a_gap(tmp_path):
+def test_a_lost_first_data_message_is_a_gap(tmp_path: Path) -> None:
     ctx, pub, sub = connected_pair(tmp_path)
     try:
         pub.seq[Topic.READOUT] = 1  # readout seq 1 never arrived

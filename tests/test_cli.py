@@ -1,5 +1,7 @@
 """The command line: sub-commands reach their own parsers; validate names what is wrong."""
 
+from pathlib import Path
+
 import pytest
 
 from bcirig.cli import main
@@ -7,14 +9,14 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("command", ["bench", "simulate"])
-def test_pass_through_subcommands_accept_their_own_options(command, capsys):
+def test_pass_through_subcommands_accept_their_own_options(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"usage: bcirig {command}" in capsys.readouterr().out
 
 
-def test_validate_accepts_shipped_files_and_rejects_a_broken_one(capsys):
+def test_validate_accepts_shipped_files_and_rejects_a_broken_one(capsys: pytest.CaptureFixture[str]) -> None:
     files = [str(ROOT / "protocols" / "francioni2026.toml"), str(ROOT / "hardware" / "rigs" / "sim.toml")]
     assert main(["validate", *files]) == 0
     out = capsys.readouterr().out
@@ -23,7 +25,7 @@ def test_validate_accepts_shipped_files_and_rejects_a_broken_one(capsys):
     assert "calibration.target_hit_fraction = 1.5" in capsys.readouterr().err
 
 
-def test_replay_of_a_missing_file_is_one_line(tmp_path, capsys):
+def test_replay_of_a_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(tmp_path / "nope.h5")]) == 2
     assert capsys.readouterr().err.strip() == f"bcirig: {tmp_path / 'nope.h5'}: no such session file"
 
@@ -31,7 +33,7 @@ def test_replay_of_a_missing_file_is_one_line(tmp_path, capsys):
 BROKEN = ROOT / "tests" / "configs" / "broken"
 
 
-def _one_error_line(capsys):
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -46,7 +48,7 @@ def _one_error_line(capsys):
      ("decoder_group_missing", "rois.groups = {'A': 4, 'B': 4}"),
      ("nan_frame_rate", "imaging.frame_rate_hz = nan")],
 )
-def test_validate_refuses_what_run_would_refuse(fixture, key, capsys):
+def test_validate_refuses_what_run_would_refuse(fixture: str, key: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = BROKEN / f"{fixture}.toml"
     assert main(["validate", str(path)]) == 2
     assert _one_error_line(capsys).startswith(f"bcirig: {path}: {key}: expected ")
@@ -54,7 +56,7 @@ def test_validate_refuses_what_run_would_refuse(fixture, key, capsys):
     assert _one_error_line(capsys).startswith(f"bcirig: {path}: {key}: expected ")
 
 
-def test_validate_checks_each_protocol_on_the_rig_given_or_the_default_one(capsys):
+def test_validate_checks_each_protocol_on_the_rig_given_or_the_default_one(capsys: pytest.CaptureFixture[str]) -> None:
     demo, rig = ROOT / "protocols" / "demo.toml", ROOT / "hardware" / "rigs" / "sim-emulated.toml"
     assert main(["validate", str(demo), str(rig)]) == 0
     assert capsys.readouterr().out.splitlines() == [f"{demo}: ok (protocol) on rig sim-emulated", f"{rig}: ok (rig)"]
@@ -62,7 +64,7 @@ def test_validate_checks_each_protocol_on_the_rig_given_or_the_default_one(capsy
     assert capsys.readouterr().out.strip() == f"{demo}: ok (protocol) on rig sim"
 
 
-def test_validate_reads_a_file_by_its_protocol_or_rig_table(capsys):
+def test_validate_reads_a_file_by_its_protocol_or_rig_table(capsys: pytest.CaptureFixture[str]) -> None:
     path = BROKEN / "rig_without_rig_table.toml"
     assert main(["validate", str(path)]) == 2  # was read as a protocol: "source = ...: no such key"
     line = _one_error_line(capsys)
@@ -73,7 +75,7 @@ def test_validate_reads_a_file_by_its_protocol_or_rig_table(capsys):
     assert _one_error_line(capsys).startswith(f"bcirig: {path}: (file) = '[protocol] and [rig]': expected one")
 
 
-def test_validate_of_a_binary_file_is_one_line(tmp_path, capsys):
+def test_validate_of_a_binary_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "rig.toml"
     path.write_bytes(bytes(range(256)))
     assert main(["validate", str(path)]) == 2

@@ -5,6 +5,9 @@ The session is the demo protocol run for real (supervisor, node processes, locks
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from nwbinspector import Importance
@@ -24,7 +27,7 @@ RATE_HZ, GREY_FRAMES = 30.0, 15  # protocols/demo.toml
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = Supervisor(ROOT / "protocols" / "demo.toml", ROOT / "hardware" / "rigs" / "sim.toml",
                         data_dir=tmp_path_factory.mktemp("demo"), mode="lockstep").run()
     assert result.ok, result.error
@@ -32,14 +35,14 @@ def demo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nwb_path(demo, tmp_path_factory):
+def nwb_path(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_nwb(demo, tmp_path_factory.mktemp("nwb") / "demo.nwb")
 
 
 @pytest.fixture(scope="module")
-def recorded(demo):
+def recorded(demo: Path) -> dict[str, Any]:
     with SessionFile(demo) as sf:
-        out = {t: sf.table(t) for t in ("readout", "feedback", "trials", "commands", "acks")}
+        out: dict[str, Any] = {t: sf.table(t) for t in ("readout", "feedback", "trials", "commands", "acks")}
         out["events"] = sf.events()
         out["rois"] = RoiSet.from_arrays(sf.rois())
         out["frames"] = sf.frames()[[0, -1]]
@@ -49,7 +52,7 @@ def recorded(demo):
     return out
 
 
-def test_the_nwb_file_passes_nwbinspector_with_no_critical_or_violation_finding(nwb_path):
+def test_the_nwb_file_passes_nwbinspector_with_no_critical_or_violation_finding(nwb_path: Path) -> None:
     found = inspect(nwb_path)
     bad = [f"{m.importance.name} {m.check_function_name} {m.object_name}: {m.message}" for m in found
            if m.importance in (Importance.ERROR, Importance.PYNWB_VALIDATION, Importance.CRITICAL,
@@ -59,7 +62,8 @@ def test_the_nwb_file_passes_nwbinspector_with_no_critical_or_violation_finding(
     assert {m.check_function_name for m in found} <= {"check_experimenter_exists", "check_institution"}
 
 
-def test_the_nwb_file_reads_back_with_the_session_files_traces_trials_and_rois(nwb_path, recorded):
+def test_the_nwb_file_reads_back_with_the_session_files_traces_trials_and_rois(nwb_path: Path, recorded: dict[str,
+                                                                               Any]) -> None:
     ro, trials = recorded["readout"], recorded["trials"]
     with NWBHDF5IO(str(nwb_path), "r") as io:
         nwb = io.read()
@@ -112,7 +116,8 @@ def test_the_nwb_file_reads_back_with_the_session_files_traces_trials_and_rois(n
         assert nwb.imaging_planes["ImagingPlane0"].imaging_rate == RATE_HZ
 
 
-def test_the_export_command_inspects_and_leaves_frames_out_on_request(demo, tmp_path, capsys):
+def test_the_export_command_inspects_and_leaves_frames_out_on_request(demo: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "small.nwb"
     assert main(["export", "nwb", str(demo), "-o", str(out), "--no-frames", "--inspect",
                  "--experimenter", "Doe, Jane", "--institution", "Somewhere"]) == 0
@@ -123,7 +128,8 @@ def test_the_export_command_inspects_and_leaves_frames_out_on_request(demo, tmp_
     assert out.stat().st_size < demo.stat().st_size / 10
 
 
-def test_suite2p_export_reads_back_as_suite2ps_layout_describes(demo, recorded, tmp_path):
+def test_suite2p_export_reads_back_as_suite2ps_layout_describes(demo: Path, recorded: dict[str, Any],
+                                                                tmp_path: Path) -> None:
     (folder,) = export_suite2p(demo, tmp_path)
     assert folder == tmp_path / "suite2p" / "plane0"
     rois = recorded["rois"]

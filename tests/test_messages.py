@@ -1,6 +1,7 @@
 """Wire format: every message survives the round trip; bad input gets a named error."""
 
 import json
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from bcirig.messages import (
     EventKind,
     Feedback,
     Frame,
+    Message,
     Phase,
     Readout,
     Screen,
@@ -20,12 +22,16 @@ from bcirig.messages import (
     encode,
 )
 
-
-def roundtrip(msg):
-    return decode([bytes(p) for p in encode(msg)])
+M = TypeVar("M", bound=Message)
 
 
-def test_frame_array_travels_as_raw_buffer_and_comes_back_equal():
+def roundtrip(msg: M) -> M:
+    back = decode([bytes(p) for p in encode(msg)])
+    assert type(back) is type(msg)
+    return back
+
+
+def test_frame_array_travels_as_raw_buffer_and_comes_back_equal() -> None:
     data = np.arange(2 * 8 * 6, dtype=np.uint16).reshape(2, 8, 6)
     shift = np.array([0.5, -1.0], np.float32)
     parts = encode(Frame(frame=41, data=data, truth={"shift": shift, "licks": 2}, t_ns={"source": 123}))
@@ -33,6 +39,7 @@ def test_frame_array_travels_as_raw_buffer_and_comes_back_equal():
     assert len(parts) == 4 and bytes(parts[2]) == data.tobytes() and bytes(parts[3]) == shift.tobytes()
     assert json.loads(bytes(parts[1]))["f"]["truth"] == {"licks": 2}
     back = decode([bytes(p) for p in parts])
+    assert isinstance(back, Frame)
     assert back.frame == 41 and back.t_ns == {"source": 123} and back.truth["licks"] == 2
     assert back.truth["shift"].dtype == np.float32 and back.truth["shift"].tolist() == [0.5, -1.0]
     np.testing.assert_array_equal(back.data, data)
@@ -50,7 +57,7 @@ def test_a_list_in_a_header_field_is_refused_naming_the_field() -> None:
     assert e.data == {"window_starts": [1, 2], "threshold": 0.3}
 
 
-def test_readout_feedback_command_event_roundtrip_with_enums_and_nan():
+def test_readout_feedback_command_event_roundtrip_with_enums_and_nan() -> None:
     r = roundtrip(Readout(frame=3, F=np.array([1.5, 2.5], np.float32), readout=float("nan"), valid=False,
                           error="frame 3: shape"))
     assert np.isnan(r.readout) and r.valid is False and r.F.tolist() == [1.5, 2.5]
@@ -62,12 +69,12 @@ def test_readout_feedback_command_event_roundtrip_with_enums_and_nan():
     assert e.name is EventKind.TRIAL_END and e.data == {"outcome": "hit"}
 
 
-def test_header_is_plain_json_naming_kind_and_version():
+def test_header_is_plain_json_naming_kind_and_version() -> None:
     header = json.loads(bytes(encode(Readout(frame=1))[1]))
     assert header["kind"] == "readout" and header["v"] == 1 and header["frame"] == 1
 
 
-def test_wrong_version_unknown_kind_and_missing_buffers_are_named():
+def test_wrong_version_unknown_kind_and_missing_buffers_are_named() -> None:
     topic, head, *bufs = [bytes(p) for p in encode(Readout(frame=1))]
     h = json.loads(head)
     h["v"] = 99

@@ -1,5 +1,7 @@
 """The session figure is written from a real session file."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
-def test_session_png_is_written_beside_the_file(tmp_path):
+def test_session_png_is_written_beside_the_file(tmp_path: Path) -> None:
     result = Supervisor(ROOT / "tests" / "configs" / "e2e.toml", ROOT / "hardware" / "rigs" / "sim.toml",
                         data_dir=tmp_path, mode="lockstep").run()
     png = plot_session(result.path)

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -31,14 +33,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = Supervisor(PROTOCOL, RIG, data_dir=tmp_path_factory.mktemp("replay"), mode="lockstep").run()
     assert result.ok, result.error
     return result.path
 
 
 @pytest.fixture(scope="module")
-def safe_session(tmp_path_factory):
+def safe_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session that ended in the safe state: the pipeline node dies at frame 350."""
     result = Supervisor(PROTOCOL, RIG, data_dir=tmp_path_factory.mktemp("safe"), mode="lockstep",
                         node_options=crash("pipeline", 350)).run()
@@ -46,14 +48,15 @@ def safe_session(tmp_path_factory):
     return result.path
 
 
-def _copy(session, tmp_path):
+def _copy(session: Path, tmp_path: Path) -> Path:
     path = tmp_path / "session.h5"
     shutil.copy(session, path)
     return path
 
 
 # ------------------------------------------------------------------------------------------- identity
-def test_an_unchanged_session_replays_identical_on_every_column(session, capsys):
+def test_an_unchanged_session_replays_identical_on_every_column(session: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     rep = replay(session)
     assert rep.identical, rep.text()
     with SessionFile(session) as sf:
@@ -75,7 +78,8 @@ def test_an_unchanged_session_replays_identical_on_every_column(session, capsys)
     ("readout", "readout_raw"), ("readout", "F"), ("readout", "neuropil"), ("readout", "F0"), ("readout", "dff"),
     ("readout", "shift"), ("readout", "readout"), ("feedback", "tone_hz"), ("feedback", "trial_frame"),
 ])
-def test_a_column_changed_at_one_frame_replays_different_and_is_named(session, tmp_path, table, column):
+def test_a_column_changed_at_one_frame_replays_different_and_is_named(session: Path, tmp_path: Path, table: str,
+                                                                      column: str) -> None:
     path = _copy(session, tmp_path)
     with h5py.File(path, "r+") as f:
         ds = f[table][column]
@@ -95,7 +99,8 @@ def test_a_column_changed_at_one_frame_replays_different_and_is_named(session, t
     assert f"{table}.{column} (1 rows)" in rep.text()
 
 
-def test_the_trial_tables_reward_frame_is_compared_and_files_without_it_still_replay(session, tmp_path):
+def test_the_trial_tables_reward_frame_is_compared_and_files_without_it_still_replay(session: Path,
+                                                                                     tmp_path: Path) -> None:
     rep = replay(session)
     assert rep.column_mismatches.get("trials.reward_frame") == 0 and rep.trial_table_identical
     with SessionFile(session) as sf:
@@ -121,7 +126,7 @@ def test_the_trial_tables_reward_frame_is_compared_and_files_without_it_still_re
         assert rep.trials_replayed == rep.trials_recorded == 4 and "trials.reward_frame" not in rep.column_mismatches
 
 
-def test_a_session_that_ended_in_the_safe_state_replays_identical(safe_session):
+def test_a_session_that_ended_in_the_safe_state_replays_identical(safe_session: Path) -> None:
     with SessionFile(safe_session) as sf:
         fb = sf.table("feedback")
         safe_rows = np.flatnonzero(fb["phase"] == b"safe")
@@ -135,7 +140,7 @@ def test_a_session_that_ended_in_the_safe_state_replays_identical(safe_session):
     assert "ended in the safe state at frame 349" in rep.text()
 
 
-def test_replay_of_a_truncated_file_fails_at_once_with_one_line(session, tmp_path):
+def test_replay_of_a_truncated_file_fails_at_once_with_one_line(session: Path, tmp_path: Path) -> None:
     cut = tmp_path / "cut.h5"
     data = session.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
@@ -150,14 +155,14 @@ def test_replay_of_a_truncated_file_fails_at_once_with_one_line(session, tmp_pat
 
 
 # ------------------------------------------------------------------------------------------- what-if
-def _recorded(session):
+def _recorded(session: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     with SessionFile(session) as sf:
         calib = next(e["data"] for e in sf.events() if e["name"] == "calibration")
         trials = sf.table("trials")
     return calib, trials
 
 
-def test_a_fixed_threshold_equal_to_the_calibrated_one_decides_every_frame_as_recorded(session):
+def test_a_fixed_threshold_equal_to_the_calibrated_one_decides_every_frame_as_recorded(session: Path) -> None:
     calib, trials = _recorded(session)
     rep = what_if(session, [f"calibration.fixed_threshold={calib['threshold']!r}"])
     assert rep.first_different_frame == -1 and rep.frames_decided_differently == 0
@@ -165,7 +170,7 @@ def test_a_fixed_threshold_equal_to_the_calibrated_one_decides_every_frame_as_re
     assert rep.totals["what_if"] == rep.totals["recorded"]
 
 
-def test_an_unreachable_threshold_gives_no_hits_and_no_rewards(session):
+def test_an_unreachable_threshold_gives_no_hits_and_no_rewards(session: Path) -> None:
     calib, trials = _recorded(session)
     rep = what_if(session, ["calibration.fixed_threshold=1000.0"])
     assert rep.threshold_what_if == 1000.0 and rep.threshold_recorded == calib["threshold"]
@@ -182,7 +187,7 @@ def test_an_unreachable_threshold_gives_no_hits_and_no_rewards(session):
     assert "hits 0" in text
 
 
-def test_a_zero_threshold_ends_every_trial_on_its_first_active_frame(session):
+def test_a_zero_threshold_ends_every_trial_on_its_first_active_frame(session: Path) -> None:
     rep = what_if(session, ["calibration.fixed_threshold=0"])
     done = [t for t in rep.what_if if t.outcome]
     assert len(done) >= 3
@@ -192,7 +197,7 @@ def test_a_zero_threshold_ends_every_trial_on_its_first_active_frame(session):
     assert hits and all(t.time_to_hit_s(RATE_HZ) == pytest.approx(16 / 30) for t in hits)
 
 
-def test_a_smoothing_change_changes_the_readout_and_the_report_names_the_old_value(session):
+def test_a_smoothing_change_changes_the_readout_and_the_report_names_the_old_value(session: Path) -> None:
     rep = what_if(session, ["readout.smoothing.frames=9"])
     assert rep.changes == [("readout.smoothing.frames", 3, 9)]  # 3 is the default the recording ran with
     assert rep.first_different_frame >= 0
@@ -208,8 +213,10 @@ def test_a_smoothing_change_changes_the_readout_and_the_report_names_the_old_val
     ("readout.f0.kind=mode", "[readout.f0]\nkind = 'mode'",
      "readout.f0.kind = 'mode': expected one of 'percentile', 'running_mean', 'kde_mode'"),
 ])
-def test_what_if_keys_are_validated_with_the_protocol_files_one_line_errors(session, capsys, change, in_a_file,
-                                                                           message):
+def test_what_if_keys_are_validated_with_the_protocol_files_one_line_errors(session: Path,
+                                                                            capsys: pytest.CaptureFixture[str],
+                                                                            change: str, in_a_file: str,
+                                                                           message: str) -> None:
     with pytest.raises(ConfigError) as err:
         what_if(session, [change])
     assert str(err.value) == f"{session} (protocol with --set): {message}"
@@ -220,14 +227,15 @@ def test_what_if_keys_are_validated_with_the_protocol_files_one_line_errors(sess
     assert capsys.readouterr().err.strip() == f"bcirig: {session} (protocol with --set): {message}"
 
 
-def test_what_if_refuses_what_the_recording_fixed(session):
+def test_what_if_refuses_what_the_recording_fixed(session: Path) -> None:
     with pytest.raises(ConfigError, match=r"rois.groups.P\+ = 3: expected a key outside \[imaging\]"):
         what_if(session, ["rois.groups.P+=3"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         what_if(session, ["calibration.fixed_threshold"])
 
 
-def test_the_what_if_command_reports_side_by_side_and_writes_json(session, tmp_path, capsys):
+def test_the_what_if_command_reports_side_by_side_and_writes_json(session: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "what_if.json"
     assert main(["replay", str(session), "--set", "calibration.fixed_threshold=1000", "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -241,7 +249,7 @@ def test_the_what_if_command_reports_side_by_side_and_writes_json(session, tmp_p
     assert parse_protocol(data["protocol"]).calibration.fixed_threshold == 1000.0
 
 
-def test_the_changed_protocol_text_keeps_every_other_value():
+def test_the_changed_protocol_text_keeps_every_other_value() -> None:
     text = (ROOT / "protocols" / "francioni2026.toml").read_text()
     table = tomllib.loads(text)
     assert tomllib.loads(toml_text(table)) == table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def subject(tmp_path_factory):
+def subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("subject")
     for _ in range(3):
         result = Supervisor(PROTOCOL, RIG, data_dir=data, subject="m1", mode="lockstep").run()
@@ -30,7 +31,7 @@ def subject(tmp_path_factory):
     return data / "m1"
 
 
-def test_the_report_has_a_row_per_session_with_numbers_recounted_from_the_files(subject, tmp_path):
+def test_the_report_has_a_row_per_session_with_numbers_recounted_from_the_files(subject: Path, tmp_path: Path) -> None:
     page = write_report([subject], tmp_path / "report")
     sessions = sorted(subject.glob("*/session.h5"))
     assert len(sessions) == 3
@@ -66,7 +67,7 @@ def test_the_report_has_a_row_per_session_with_numbers_recounted_from_the_files(
     assert after > 2.0 > before
 
 
-def test_the_page_shows_every_figure_and_needs_no_python(subject, tmp_path):
+def test_the_page_shows_every_figure_and_needs_no_python(subject: Path, tmp_path: Path) -> None:
     page = write_report([subject], tmp_path / "r")
     text = page.read_text()
     for name in ("hit_rate", "time_to_hit", "threshold", "groups", "motion", "latency", "licks"):
@@ -77,7 +78,8 @@ def test_the_page_shows_every_figure_and_needs_no_python(subject, tmp_path):
     assert "Hit rate against calibrated chance" in text and 'href="days.csv"' in text
 
 
-def test_the_summary_command_takes_a_subject_folder_or_session_files(subject, tmp_path, capsys):
+def test_the_summary_command_takes_a_subject_folder_or_session_files(subject: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", str(subject), "-o", str(tmp_path / "a")]) == 0
     assert "report written" in capsys.readouterr().out
     one = sorted(subject.glob("*/session.h5"))[:1]
@@ -88,7 +90,7 @@ def test_the_summary_command_takes_a_subject_folder_or_session_files(subject, tm
         write_report([tmp_path / "nobody"])
 
 
-def test_dendrite_rois_add_the_trial_aligned_hits_against_misses_figure(tmp_path):
+def test_dendrite_rois_add_the_trial_aligned_hits_against_misses_figure(tmp_path: Path) -> None:
     text = PROTOCOL.read_text().replace("[imaging]\n", "[imaging]\nplanes = 2\nbci_plane = 1\n")
     text = text.replace('[rois]\ngroups = { "P+" = 3, "P-" = 3 }', '[rois]\ngroups = { "P+" = 3, "P-" = 3 }\n'
                         "dendrites = true")

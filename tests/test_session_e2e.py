@@ -5,6 +5,7 @@ These run in lockstep mode (deterministic, as fast as the machine allows) on a s
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,11 +14,12 @@ from bcirig.acquisition.simulated import make_mouse
 from bcirig.compose import run_inline
 from bcirig.config import load_protocol, load_rig
 from bcirig.control import Task
+from bcirig.messages import Readout
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.recording import SessionFile
 from bcirig.replay import replay
 from bcirig.setup import prepare_setup
-from bcirig.supervisor import Supervisor
+from bcirig.supervisor import SessionResult, Supervisor
 from tests.conftest import ROOT
 from tests.faults import crash
 
@@ -27,18 +29,18 @@ RIG = ROOT / "hardware" / "rigs" / "sim.toml"
 pytestmark = pytest.mark.slow
 
 
-def run_session(tmp_path: Path, **kw):
+def run_session(tmp_path: Path, **kw: Any) -> SessionResult:
     return Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="lockstep", **kw).run()
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory):
+def session(tmp_path_factory: pytest.TempPathFactory) -> SessionResult:
     result = run_session(tmp_path_factory.mktemp("e2e"))
     assert result.ok, result.error
     return result
 
 
-def test_session_file_holds_every_frame_readout_and_decision(session) -> None:
+def test_session_file_holds_every_frame_readout_and_decision(session: SessionResult) -> None:
     s = session.summary
     assert s["complete"] and s["trials"] == 4 and s["dropped_messages"] == 0 and s["bad_frames"] == 0
     assert s["frames_published"] == s["frames_processed"] == s["frames_decided"]  # none after the last verdict
@@ -88,14 +90,15 @@ def test_session_file_holds_every_frame_readout_and_decision(session) -> None:
         assert sf.attrs["protocol"] == PROTOCOL.read_text()
 
 
-def test_replay_of_the_recorded_session_is_identical(session) -> None:
+def test_replay_of_the_recorded_session_is_identical(session: SessionResult) -> None:
     rep = replay(session.path)
     assert rep.identical, rep.text()
     assert rep.readouts_compared == session.summary["frames_processed"]
     assert rep.trials_replayed == 4
 
 
-def test_inline_composition_makes_the_same_decisions_as_the_processes(session) -> None:
+def test_inline_composition_makes_the_same_decisions_as_the_processes(session: SessionResult,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     protocol = load_protocol(PROTOCOL)
     rig = load_rig(RIG)
     mouse = make_mouse(protocol, rig)
@@ -105,12 +108,12 @@ def test_inline_composition_makes_the_same_decisions_as_the_processes(session) -
     readouts = []
     pipeline_process = pipeline.process
 
-    def spy(frame, index):
+    def spy(frame: np.ndarray, index: int) -> Readout:
         r = pipeline_process(frame, index)
         readouts.append(r.readout)
         return r
 
-    pipeline.process = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(pipeline, "process", spy)
     summary = run_inline(mouse, pipeline, task)
     with SessionFile(session.path) as sf:
         live = sf.table("readout")["readout"]
@@ -118,7 +121,7 @@ def test_inline_composition_makes_the_same_decisions_as_the_processes(session) -
     n = min(len(live), len(readouts))
     assert n >= summary["frames"] - 1
     np.testing.assert_array_equal(np.asarray(readouts[:n]), live[:n])
-    assert [t.outcome.value for t in task.trials] == [o.decode() for o in trials["outcome"]]
+    assert [t.outcome for t in task.trials] == [o.decode() for o in trials["outcome"]]
     assert RoiSet.from_arrays(rois.to_arrays()).names == rois.names
 
 
@@ -176,7 +179,7 @@ def test_recorder_killed_leaves_a_readable_file_up_to_its_last_flush(tmp_path: P
         assert sf.frames().shape[0] >= len(frames) - 1
 
 
-def test_day_two_carries_the_calibration_and_difficulty_never_drops(session) -> None:
+def test_day_two_carries_the_calibration_and_difficulty_never_drops(session: SessionResult) -> None:
     data_dir = session.path.parents[2]
     history = json.loads((data_dir / "sim" / "subject.json").read_text())
     assert [s["outcome"] for s in history["sessions"]][-1] == "completed"
@@ -218,7 +221,8 @@ def test_a_hung_pipeline_stops_the_rewards_and_is_killed(tmp_path: Path) -> None
         assert sf.table("feedback")["screen"][-1] == b"grey"
 
 
-def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_device_times(session) -> None:
+def test_simulated_licks_reach_the_valve_controllers_sensor_and_come_back_with_device_times(
+        session: SessionResult) -> None:
     with SessionFile(session.path) as sf:
         events = sf.events()
     contacts = sum(e["data"]["count"] for e in events if e["name"] == "lick_contact")

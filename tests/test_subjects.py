@@ -77,7 +77,7 @@ def test_bad_subject_names_are_refused(tmp_path: Path) -> None:
             Subject(tmp_path, name)
 
 
-def _make_folders(base: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _make_folders(base: str, n: int, out: mp.Queue[list[str]]) -> None:
     names = []
     for _ in range(n):
         names.append(session_folder(Path(base)).name)
@@ -86,7 +86,7 @@ def _make_folders(base: str, n: int, out: mp.Queue) -> None:  # type: ignore[typ
 
 def test_two_processes_making_session_folders_at_once_never_collide(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
-    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    out: mp.Queue[list[str]] = ctx.Queue()
     procs = [ctx.Process(target=_make_folders, args=(str(tmp_path), 30, out)) for _ in range(2)]
     for p in procs:
         p.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -14,14 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = Supervisor(ROOT / "tests" / "configs" / "e2e.toml", ROOT / "hardware" / "rigs" / "sim.toml",
                         data_dir=tmp_path_factory.mktemp("summary"), mode="lockstep").run()
     assert result.ok, result.error
     return result.path
 
 
-def test_the_summary_prints_the_achieved_window_fraction_beside_the_target(session):
+def test_the_summary_prints_the_achieved_window_fraction_beside_the_target(session: Path) -> None:
     with SessionFile(session) as sf:
         s = session_summary(sf)
         windows = sf.table("calibration_windows")["maximum"]

@@ -9,15 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bcirig.acquisition.base import FrameSource, RawFrame
 from bcirig.acquisition.cloose import ClooseSource
-from bcirig.config import ClooseSourceConfig, Imaging
+from bcirig.config import ByteOrder, ClooseRole, ClooseSourceConfig, ElementOrder, Imaging, PixelType
 
-IMAGING = Imaging(height=8, width=12, dtype="uint16")  # not square: a transposition cannot pass
+IMAGING = Imaging(height=8, width=12, dtype=PixelType.UINT16)  # not square: a transposition cannot pass
 
 
 def meant(n: int, imaging: Imaging, seed: int = 0) -> list[np.ndarray]:
@@ -107,8 +108,8 @@ def make_source() -> Iterator[Callable[..., ClooseSource]]:
     """Build and open ClooseSources; all are closed at teardown."""
     made: list[ClooseSource] = []
 
-    def make(imaging: Imaging = IMAGING, **cfg: object) -> ClooseSource:
-        src = ClooseSource(ClooseSourceConfig(**cfg), imaging)  # type: ignore[arg-type]
+    def make(imaging: Imaging = IMAGING, **cfg: Any) -> ClooseSource:
+        src = ClooseSource(ClooseSourceConfig(**cfg), imaging)
         made.append(src)
         src.open()
         return src
@@ -119,7 +120,7 @@ def make_source() -> Iterator[Callable[..., ClooseSource]]:
 
 
 def test_is_a_free_running_frame_source(make_source: Callable[..., ClooseSource], free_port: int) -> None:
-    src = make_source(role="server", port=free_port)
+    src = make_source(role=ClooseRole.SERVER, port=free_port)
     assert isinstance(src, FrameSource)
     assert src.paced is False and src.poll_interval_s <= 0.05
     src.close()
@@ -132,10 +133,13 @@ def test_matlab_column_major_big_endian_is_what_matlab_sees(make_source: Callabl
     # Built by hand in MATLAB's memory order (A(:) runs down each column), big-endian as tcpip writes:
     # no numpy layout helper in the loop, so the test cannot share a mistake with the code.
     h, w = IMAGING.height, IMAGING.width
-    value = lambda line, pixel: 100 * line + pixel  # noqa: E731  A(line, pixel), 1-based
+
+    def value(line: int, pixel: int) -> int:  # A(line, pixel), 1-based
+        return 100 * line + pixel
+
     wire = b"".join(struct.pack(">H", value(line, pixel)) for pixel in range(1, w + 1) for line in range(1, h + 1))
     with serving(free_port, sends(wire)):
-        src = make_source(port=free_port, element_order="column_major", byte_order="big")
+        src = make_source(port=free_port, element_order=ElementOrder.COLUMN_MAJOR, byte_order=ByteOrder.BIG)
         (f,) = collect(src, 1)
     assert f.data.shape == (h, w) and f.data.dtype == np.dtype("uint16") and f.data.dtype.isnative
     assert f.data[0, 0] == value(1, 1) and f.data[2, 5] == value(3, 6) and f.data[h - 1, w - 1] == value(h, w)
@@ -143,15 +147,15 @@ def test_matlab_column_major_big_endian_is_what_matlab_sees(make_source: Callabl
 
 
 @pytest.mark.parametrize(("dtype", "element_order", "byte_order", "invert"), [
-    ("uint16", "column_major", "big", False),
-    ("uint16", "column_major", "big", True),
-    ("uint8", "row_major", "little", False),
-    ("uint8", "row_major", "little", True),
-    ("uint32", "row_major", "little", False),
-    ("uint32", "column_major", "little", True),
+    (PixelType.UINT16, ElementOrder.COLUMN_MAJOR, ByteOrder.BIG, False),
+    (PixelType.UINT16, ElementOrder.COLUMN_MAJOR, ByteOrder.BIG, True),
+    (PixelType.UINT8, ElementOrder.ROW_MAJOR, ByteOrder.LITTLE, False),
+    (PixelType.UINT8, ElementOrder.ROW_MAJOR, ByteOrder.LITTLE, True),
+    (PixelType.UINT32, ElementOrder.ROW_MAJOR, ByteOrder.LITTLE, False),
+    (PixelType.UINT32, ElementOrder.COLUMN_MAJOR, ByteOrder.LITTLE, True),
 ])
-def test_frames_arrive_pixel_identical(make_source: Callable[..., ClooseSource], free_port: int, dtype: str,
-                                       element_order: str, byte_order: str, invert: bool) -> None:
+def test_frames_arrive_pixel_identical(make_source: Callable[..., ClooseSource], free_port: int, dtype: PixelType,
+                                       element_order: ElementOrder, byte_order: ByteOrder, invert: bool) -> None:
     imaging = Imaging(height=96, width=160, dtype=dtype)  # big enough to arrive in several pieces
     cfg = ClooseSourceConfig(port=free_port, element_order=element_order, byte_order=byte_order, invert=invert)
     images = meant(5, imaging)
@@ -169,7 +173,7 @@ def test_frames_arrive_pixel_identical(make_source: Callable[..., ClooseSource],
 
 
 def test_planes_alternate(make_source: Callable[..., ClooseSource], free_port: int) -> None:
-    imaging = Imaging(height=8, width=12, dtype="uint16", planes=2)
+    imaging = Imaging(height=8, width=12, dtype=PixelType.UINT16, planes=2)
     images = meant(6, imaging)
     cfg = ClooseSourceConfig()
     with serving(free_port, sends(*(encode(a, cfg) for a in images))):
@@ -178,8 +182,9 @@ def test_planes_alternate(make_source: Callable[..., ClooseSource], free_port: i
 
 
 def test_server_role_takes_one_sender_at_a_time(make_source: Callable[..., ClooseSource], free_port: int) -> None:
-    cfg = ClooseSourceConfig(role="server", port=free_port, element_order="row_major", byte_order="little")
-    src = make_source(role="server", port=free_port, element_order="row_major", byte_order="little")
+    row, little = ElementOrder.ROW_MAJOR, ByteOrder.LITTLE
+    cfg = ClooseSourceConfig(role=ClooseRole.SERVER, port=free_port, element_order=row, byte_order=little)
+    src = make_source(role=ClooseRole.SERVER, port=free_port, element_order=row, byte_order=little)
     images = meant(3, IMAGING, seed=4)
     with socket.create_connection(("127.0.0.1", free_port), timeout=5.0) as sender:
         sender.sendall(encode(images[0], cfg))
@@ -197,10 +202,10 @@ def test_server_role_takes_one_sender_at_a_time(make_source: Callable[..., Cloos
     assert "second" in src.stats.last_error
 
 
-@pytest.mark.parametrize("role", ["client", "server"])
+@pytest.mark.parametrize("role", list(ClooseRole))
 def test_link_dropped_mid_frame_then_back(make_source: Callable[..., ClooseSource], free_port: int,
                                          role: str) -> None:
-    imaging = Imaging(height=8, width=12, dtype="uint16", planes=2)
+    imaging = Imaging(height=8, width=12, dtype=PixelType.UINT16, planes=2)
     cfg = ClooseSourceConfig()
     images = meant(5, imaging, seed=7)
     first = encode(images[0], cfg) + encode(images[1], cfg) + encode(images[2], cfg)[:50]  # 3rd cut short
@@ -219,7 +224,7 @@ def test_link_dropped_mid_frame_then_back(make_source: Callable[..., ClooseSourc
             src = make_source(imaging, port=free_port, reconnect_s=0.05)
             frames = collect(src, 4)
     else:
-        src = make_source(imaging, role="server", port=free_port)
+        src = make_source(imaging, role=ClooseRole.SERVER, port=free_port)
         with socket.create_connection(("127.0.0.1", free_port), timeout=5.0) as sender:
             sender.sendall(first)
             frames = collect(src, 2)

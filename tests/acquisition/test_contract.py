@@ -22,17 +22,27 @@ import zmq
 
 from bcirig.acquisition import FrameSource, RawFrame
 from bcirig.acquisition.sender import FrameSender
-from bcirig.config import ClooseSourceConfig, Imaging, NetworkSourceConfig, TiffSourceConfig
+from bcirig.config import (
+    ByteOrder,
+    ClooseRole,
+    ClooseSourceConfig,
+    ElementOrder,
+    Framing,
+    Imaging,
+    NetworkSourceConfig,
+    PixelType,
+    TiffSourceConfig,
+)
 from tests.sim.conftest import short_protocol
 
-IMAGING = Imaging(height=16, width=24, dtype="uint16")
+IMAGING = Imaging(height=16, width=24, dtype=PixelType.UINT16)
 IMAGE = (np.arange(16 * 24, dtype=np.uint16) * 7).reshape(16, 24)
 
 Feed = Callable[[], None]
 
 
 @contextmanager
-def network(framing: str, port: int, _: Path) -> Iterator[tuple[Any, Feed, np.ndarray]]:
+def network(framing: Framing, port: int, _: Path) -> Iterator[tuple[Any, Feed, np.ndarray]]:
     from bcirig.acquisition.network import NetworkSource
 
     src = NetworkSource(NetworkSourceConfig(framing=framing, port=port))
@@ -54,8 +64,8 @@ def network(framing: str, port: int, _: Path) -> Iterator[tuple[Any, Feed, np.nd
 def cloose(port: int, _: Path) -> Iterator[tuple[Any, Feed, np.ndarray]]:
     from bcirig.acquisition.cloose import ClooseSource
 
-    src = ClooseSource(ClooseSourceConfig(role="server", port=port, byte_order="little",
-                                          element_order="row_major"), IMAGING)
+    src = ClooseSource(ClooseSourceConfig(role=ClooseRole.SERVER, port=port, byte_order=ByteOrder.LITTLE,
+                                          element_order=ElementOrder.ROW_MAJOR), IMAGING)
     src.open()
     conns: list[socket.socket] = []
 
@@ -76,7 +86,11 @@ def tiff(_: int, tmp: Path) -> Iterator[tuple[Any, Feed, np.ndarray]]:
 
     src = TiffTailSource(TiffSourceConfig(directory=str(tmp), poll_ms=1.0), IMAGING)
     src.open()
-    yield src, lambda: tifffile.imwrite(tmp / "a.tif", IMAGE[None]), IMAGE
+
+    def feed() -> None:
+        tifffile.imwrite(tmp / "a.tif", IMAGE[None])
+
+    yield src, feed, IMAGE
 
 
 @contextmanager
@@ -90,7 +104,8 @@ def simulated(_: int, __: Path) -> Iterator[tuple[Any, Feed, np.ndarray]]:
     yield src, lambda: None, np.asarray(src.mouse.step(None).data[protocol.imaging.bci_plane])
 
 
-CASES = {"network-zmq": lambda p, t: network("zmq", p, t), "network-tcp": lambda p, t: network("tcp", p, t),
+CASES = {"network-zmq": lambda p, t: network(Framing.ZMQ, p, t),
+         "network-tcp": lambda p, t: network(Framing.TCP, p, t),
          "cloose": cloose, "tiff": tiff, "simulated": simulated}
 
 

@@ -28,10 +28,10 @@ from bcirig.acquisition.network import NetworkSource
 from bcirig.acquisition.sender import FrameSender, MovieError, load_movie
 from bcirig.acquisition.sender import main as send_main
 from bcirig.cli import main as cli_main
-from bcirig.config import NetworkSourceConfig
+from bcirig.config import Framing, NetworkSourceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAMINGS = ("zmq", "tcp")
+FRAMINGS = tuple(Framing)
 OFF_LOOPBACK = "127.0.0.2"  # a loopback interface too, but not in config.LOOPBACK: exercises the guarded paths
 
 
@@ -58,7 +58,7 @@ def source(free_port: int) -> Iterator[Callable[..., NetworkSource]]:
     """Open a NetworkSource on the free port (closed after the test)."""
     opened: list[NetworkSource] = []
 
-    def make(framing: str, base_dir: Path | None = None, **kw: Any) -> NetworkSource:
+    def make(framing: Framing, base_dir: Path | None = None, **kw: Any) -> NetworkSource:
         src = NetworkSource(NetworkSourceConfig(framing=framing, port=free_port, **kw), base_dir)
         src.open()
         opened.append(src)
@@ -82,7 +82,7 @@ def image(dtype: str, seed: int, shape: tuple[int, int] = (5, 7)) -> np.ndarray:
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int16", ">u2"])
-def test_frames_arrive_intact(source: Callable[..., NetworkSource], free_port: int, framing: str,
+def test_frames_arrive_intact(source: Callable[..., NetworkSource], free_port: int, framing: Framing,
                               dtype: str) -> None:
     src = source(framing)
     assert isinstance(src, FrameSource) and src.paced is False
@@ -108,7 +108,7 @@ def test_frames_arrive_intact(source: Callable[..., NetworkSource], free_port: i
 
 @pytest.mark.parametrize("framing", FRAMINGS)
 def test_full_size_frames_are_views_of_the_received_bytes(source: Callable[..., NetworkSource], free_port: int,
-                                                          framing: str) -> None:
+                                                          framing: Framing) -> None:
     """512 x 796 uint16 (815 kB) from another thread: intact, and not copied after the socket."""
     src = source(framing)
     movie = image("uint16", 1, (3 * 512, 796)).reshape(3, 512, 796)
@@ -129,7 +129,7 @@ def test_full_size_frames_are_views_of_the_received_bytes(source: Callable[..., 
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-def test_a_flood_is_read_in_bounded_batches(source: Callable[..., NetworkSource], free_port: int, framing: str,
+def test_a_flood_is_read_in_bounded_batches(source: Callable[..., NetworkSource], free_port: int, framing: Framing,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """read() returns after a bounded amount of work; the rest keeps the socket readable for the next one."""
     monkeypatch.setattr(network, "MAX_MESSAGES_PER_READ", 4)
@@ -231,7 +231,7 @@ def test_tcp_second_sender_is_refused(source: Callable[..., NetworkSource], free
 
 
 def test_tcp_off_loopback_warns(free_port: int, caplog: pytest.LogCaptureFixture) -> None:
-    src = NetworkSource(NetworkSourceConfig(framing="tcp", bind=OFF_LOOPBACK, port=free_port, allow_network=True))
+    src = NetworkSource(NetworkSourceConfig(framing=Framing.TCP, bind=OFF_LOOPBACK, port=free_port, allow_network=True))
     with caplog.at_level(logging.WARNING, logger="bcirig.acquisition.network"):
         src.open()
     src.close()
@@ -280,7 +280,7 @@ def make_keys(folder: Path, *names: str) -> None:
 
 def test_curve_admits_only_listed_keys(tmp_path: Path, free_port: int) -> None:
     make_keys(tmp_path, "rig", "listed", "unlisted")
-    cfg = NetworkSourceConfig(framing="zmq", bind=OFF_LOOPBACK, port=free_port, secret_key="rig.key_secret",
+    cfg = NetworkSourceConfig(framing=Framing.ZMQ, bind=OFF_LOOPBACK, port=free_port, secret_key="rig.key_secret",
                               allowed_keys=("listed.key",))
     src = NetworkSource(cfg, base_dir=tmp_path)  # key files are found relative to the rig file's folder
     src.open()
@@ -322,7 +322,7 @@ def test_curve_admits_only_listed_keys(tmp_path: Path, free_port: int) -> None:
 def test_bad_key_files_name_the_file(tmp_path: Path, free_port: int, secret: str, allowed: str, named: str) -> None:
     make_keys(tmp_path, "rig", "listed")
     (tmp_path / "garbage.key").write_text("curve\n    public-key = \"not a key\"\n")
-    cfg = NetworkSourceConfig(framing="zmq", bind=OFF_LOOPBACK, port=free_port, secret_key=secret,
+    cfg = NetworkSourceConfig(framing=Framing.ZMQ, bind=OFF_LOOPBACK, port=free_port, secret_key=secret,
                               allowed_keys=(allowed,))
     src = NetworkSource(cfg, base_dir=tmp_path)
     with pytest.raises(SourceError, match=named):
@@ -331,7 +331,7 @@ def test_bad_key_files_name_the_file(tmp_path: Path, free_port: int, secret: str
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
-def test_port_in_use(free_port: int, framing: str) -> None:
+def test_port_in_use(free_port: int, framing: Framing) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", free_port))
         squatter.listen()
@@ -343,7 +343,7 @@ def test_port_in_use(free_port: int, framing: str) -> None:
 
 
 def test_close_is_idempotent_and_unopened_is_quiet(free_port: int) -> None:
-    src = NetworkSource(NetworkSourceConfig(framing="tcp", port=free_port))
+    src = NetworkSource(NetworkSourceConfig(framing=Framing.TCP, port=free_port))
     assert src.poll_fds() == [] and src.read() == []
     src.open()
     src.close()
@@ -354,9 +354,9 @@ def test_close_is_idempotent_and_unopened_is_quiet(free_port: int) -> None:
 
 # ---- bcirig send, bcirig keys, load_movie ----
 
-@pytest.mark.parametrize("framing, suffix, planes", [("tcp", ".npy", 2), ("zmq", ".tif", 1)])
+@pytest.mark.parametrize("framing, suffix, planes", [(Framing.TCP, ".npy", 2), (Framing.ZMQ, ".tif", 1)])
 def test_bcirig_send_end_to_end(tmp_path: Path, source: Callable[..., NetworkSource], free_port: int,
-                                framing: str, suffix: str, planes: int) -> None:
+                                framing: Framing, suffix: str, planes: int) -> None:
     movie = image("uint16", 9, (7 * 6, 8)).reshape(7, 6, 8)
     path = tmp_path / f"movie{suffix}"
     if suffix == ".npy":

@@ -18,14 +18,19 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from bcirig.acquisition import wire
+
+if TYPE_CHECKING:
+    from bcirig.acquisition.base import RawFrame
+    from bcirig.acquisition.network import NetworkSource
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER_DIR = ROOT / "hardware" / "scanimage"
@@ -40,7 +45,7 @@ RETRY_S = 2.0  # bcirigFrameSender.m's pause between connection attempts
 def standin_image(k: int) -> np.ndarray:
     """Frame k's image (k from 1): lines x pixels int16."""
     r, c = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.int64)
-    return ((k * 7919 + r * 131 + c * 17 + 7 * r * c) % 65536 - 32768).astype(np.int16)
+    return np.asarray((k * 7919 + r * 131 + c * 17 + 7 * r * c) % 65536 - 32768, dtype=np.int16)
 
 
 def matlab_round(x: float) -> int:
@@ -215,11 +220,11 @@ class TcpReceiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver() -> Iterator[Callable[..., TcpReceiver]]:
     made: list[TcpReceiver] = []
 
-    def make(**kwargs: object) -> TcpReceiver:
-        made.append(TcpReceiver(**kwargs))  # type: ignore[arg-type]
+    def make(**kwargs: Any) -> TcpReceiver:
+        made.append(TcpReceiver(**kwargs))
         return made[-1]
 
     yield make
@@ -252,7 +257,7 @@ def test_m_files_are_plain_matlab(path: Path) -> None:
     assert not bad, "Octave-only syntax:\n" + "\n".join(bad)
 
 
-def test_frames_arrive_pixel_for_pixel(octave: None, receiver) -> None:
+def test_frames_arrive_pixel_for_pixel(octave: None, receiver: Callable[..., TcpReceiver]) -> None:
     """Both layouts (ScanImage's transposed images, plain lines x pixels), both acquisitions of a LOOP."""
     n, planes = 12, 3
     rx = receiver()
@@ -271,7 +276,7 @@ def test_frames_arrive_pixel_for_pixel(octave: None, receiver) -> None:
     assert any(np.any(f.image < 0) for f in frames) and any(np.any(f.image > 0) for f in frames)
 
 
-def _network_source():
+def _network_source() -> type[NetworkSource]:
     try:
         from bcirig.acquisition.network import NetworkSource
     except ImportError as exc:
@@ -288,15 +293,15 @@ def _free_port() -> int:
 def test_rig_network_source_receives_the_frames(octave: None) -> None:
     """The rig's own receiver (``[source] kind = "network"``, framing "tcp") gets the same frames."""
     network_source = _network_source()
-    from bcirig.config import NetworkSourceConfig
+    from bcirig.config import Framing, NetworkSourceConfig
 
     n, planes = 12, 3
     port = _free_port()
-    source = network_source(NetworkSourceConfig(framing="tcp", bind="127.0.0.1", port=port), base_dir=None)
+    source = network_source(NetworkSourceConfig(framing=Framing.TCP, bind="127.0.0.1", port=port), base_dir=None)
     source.open()
     try:
         proc = start_standin(port, n, planes)
-        frames = []
+        frames: list[RawFrame] = []
         deadline = time.monotonic() + 30
         idle = threading.Event()
         while len(frames) < n and time.monotonic() < deadline:
@@ -325,7 +330,7 @@ def test_rig_not_listening_warns_once_and_carries_on(octave: None) -> None:
 
 
 @pytest.mark.slow
-def test_reconnects_after_the_rig_drops_the_connection(octave: None, receiver) -> None:
+def test_reconnects_after_the_rig_drops_the_connection(octave: None, receiver: Callable[..., TcpReceiver]) -> None:
     """The rig closes the connection after 2 frames; the sender warns once, tries again RETRY_S later
     (not on every frame), and the frames after the gap arrive intact, their indices showing the gap."""
     n, period = 300, 0.01  # >= 3 s of frames: time for a reconnect RETRY_S after the failure

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ import tifffile
 from bcirig.acquisition import tiff_tail
 from bcirig.acquisition.base import FrameSource, RawFrame, SourceError
 from bcirig.acquisition.tiff_tail import TiffTailSource
-from bcirig.config import Imaging, TiffSourceConfig
+from bcirig.config import Imaging, PixelType, TiffSourceConfig
 
-IMAGING = Imaging(height=24, width=40, dtype="uint16")
+IMAGING = Imaging(height=24, width=40, dtype=PixelType.UINT16)
 
 
 def images(n: int, seed: int = 0, shape: tuple[int, int] = (24, 40)) -> list[np.ndarray]:
@@ -248,11 +249,11 @@ def test_polling_a_long_file_reads_only_what_is_new(make_source: Callable[..., T
     opened: list[object] = []
     real = tifffile.TiffFile
 
-    def counting(*args: object, **kwargs: object) -> tifffile.TiffFile:
+    def counting(*args: Any, **kwargs: Any) -> tifffile.TiffFile:
         opened.append(args)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiff_tail.tifffile, "TiffFile", counting)
+    monkeypatch.setattr(tifffile, "TiffFile", counting)  # the module tiff_tail reads TiffFile from at each poll
     src = make_source()  # skipping 400 pages walks their directories without tifffile, but for the last
     assert len(opened) <= 1
     for _ in range(20):

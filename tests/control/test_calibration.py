@@ -7,7 +7,7 @@ from bcirig.control import CalibrationError, calibrate, threshold_for_fraction
 from bcirig.control.calibration import half_gaussian_sigma
 
 
-def test_threshold_lets_exactly_the_target_fraction_of_windows_reach_it():
+def test_threshold_lets_exactly_the_target_fraction_of_windows_reach_it() -> None:
     maxima = np.arange(10, dtype=float)  # 0..9
     t = threshold_for_fraction(maxima, 0.3)  # at most 3 of 10 windows may reach: 7, 8, 9
     assert 6.0 < t <= 7.0
@@ -15,14 +15,14 @@ def test_threshold_lets_exactly_the_target_fraction_of_windows_reach_it():
     assert np.sum(maxima >= np.nextafter(6.0, 0)) == 4  # any lower level lets a 4th window in
 
 
-def test_threshold_with_ties_never_exceeds_the_target_fraction():
+def test_threshold_with_ties_never_exceeds_the_target_fraction() -> None:
     maxima = np.array([1.0, 2.0, 2.0, 2.0, 3.0])
     t = threshold_for_fraction(maxima, 0.4)  # 2 of 5 allowed; the three 2.0s must all stay below
     assert np.sum(maxima >= t) == 1
     assert t > 2.0
 
 
-def test_calibration_on_a_staircase_baseline():
+def test_calibration_on_a_staircase_baseline() -> None:
     # baseline readout = frame index mod 100: window of 10 frames starting at s has max (s+9) mod 100
     # unless it wraps; baseline min is 0, so thresholds are in raw units.
     x = np.tile(np.arange(100.0), 5)
@@ -35,7 +35,7 @@ def test_calibration_on_a_staircase_baseline():
         assert m == x[s:s + 10].max()
 
 
-def test_half_gaussian_sigma_ignores_positive_transients():
+def test_half_gaussian_sigma_ignores_positive_transients() -> None:
     rng = np.random.default_rng(1)
     noise = rng.normal(0.0, 0.05, 200_000)
     transients = np.where(rng.random(noise.size) < 0.1, rng.exponential(1.0, noise.size), 0.0)
@@ -43,7 +43,7 @@ def test_half_gaussian_sigma_ignores_positive_transients():
     assert sigma == pytest.approx(0.05, rel=0.1)
 
 
-def test_difficulty_never_drops_across_days():
+def test_difficulty_never_drops_across_days() -> None:
     rng = np.random.default_rng(2)
     day1 = rng.normal(0, 1.0, 5000)
     r1 = calibrate(day1, window_frames=50, n_windows=200, target_fraction=0.5, rng=np.random.default_rng(3))
@@ -55,6 +55,6 @@ def test_difficulty_never_drops_across_days():
     assert r2.threshold >= r2.threshold_today
 
 
-def test_too_short_baseline_is_a_clear_error():
+def test_too_short_baseline_is_a_clear_error() -> None:
     with pytest.raises(CalibrationError, match="fewer than one window"):
         calibrate(np.zeros(5), window_frames=10, n_windows=5, target_fraction=0.5, rng=np.random.default_rng(0))

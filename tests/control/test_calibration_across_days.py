@@ -1,5 +1,6 @@
 """Calibration across days: the study's ratchet, the pooled rule with its noise margin, a fixed threshold."""
 
+import dataclasses
 import itertools
 import math
 
@@ -34,7 +35,7 @@ def _days(rule: str, days: int = 14, pool_days: int = 5) -> list:
     return out
 
 
-def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_and_margin_rules_do_not():
+def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_and_margin_rules_do_not() -> None:
     stricter, pooled, margin = _days("stricter"), _days("pooled"), _days("margin")
     z = [r.threshold_z for r in stricter]
     assert all(b >= a - 1e-12 for a, b in itertools.pairwise(z))  # the running maximum
@@ -53,7 +54,7 @@ def test_the_study_rule_ratchets_on_noise_alone_and_the_pooled_and_margin_rules_
     assert pooled[0].threshold == stricter[0].threshold  # day 1 is today's calibration either way
 
 
-def test_the_pooled_threshold_is_the_mean_of_the_last_days_own_thresholds():
+def test_the_pooled_threshold_is_the_mean_of_the_last_days_own_thresholds() -> None:
     x = _baseline(7)
     today = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
                       rng=np.random.default_rng(1))
@@ -68,7 +69,7 @@ def test_the_pooled_threshold_is_the_mean_of_the_last_days_own_thresholds():
     assert res.threshold == pytest.approx(res.baseline_median + res.threshold_z * res.noise_sigma - res.baseline_min)
 
 
-def test_the_pooled_rule_refuses_a_drop_beyond_the_noise_margin():
+def test_the_pooled_rule_refuses_a_drop_beyond_the_noise_margin() -> None:
     x = _baseline(8)
     res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
                     rng=np.random.default_rng(2), rule="pooled", previous_z=(1.0, 1.0), pool_days=3, carried_z=6.0)
@@ -77,14 +78,14 @@ def test_the_pooled_rule_refuses_a_drop_beyond_the_noise_margin():
     assert res.threshold_z < 6.0  # ... and difficulty fell only by the margin
 
 
-def test_the_quantile_error_of_uniform_window_maxima_is_worked_out_by_hand():
+def test_the_quantile_error_of_uniform_window_maxima_is_worked_out_by_hand() -> None:
     values = np.linspace(0.0, 1.0, 100001)  # density 1: the error is sqrt(p (1 - p) / n)
     assert quantile_standard_error(values, 0.5, independent=25) == pytest.approx(math.sqrt(0.25 / 25), rel=1e-4)
     assert quantile_standard_error(values, 0.2, independent=16) == pytest.approx(math.sqrt(0.8 * 0.2 / 16), rel=1e-4)
     assert quantile_standard_error(np.ones(50), 0.5, independent=25) == 0.0  # tied maxima: no spread
 
 
-def test_the_margin_rule_refuses_a_drop_beyond_twice_todays_own_error():
+def test_the_margin_rule_refuses_a_drop_beyond_twice_todays_own_error() -> None:
     x = _baseline(8)
     res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
                     rng=np.random.default_rng(2), rule="margin", carried_z=6.0)
@@ -94,7 +95,7 @@ def test_the_margin_rule_refuses_a_drop_beyond_twice_todays_own_error():
     assert res.threshold_today_z < res.floor_z and res.threshold_z == pytest.approx(res.floor_z)
 
 
-def test_the_margin_widens_to_the_days_own_spread_once_three_days_are_known():
+def test_the_margin_widens_to_the_days_own_spread_once_three_days_are_known() -> None:
     x = _baseline(8)
     res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
                     rng=np.random.default_rng(2), rule="margin", carried_z=6.0, previous_z=(1.0, 3.0), pool_days=3)
@@ -105,17 +106,15 @@ def test_the_margin_widens_to_the_days_own_spread_once_three_days_are_known():
     assert res.floor_z == pytest.approx(6.0 - NOISE_MARGIN_SE * spread)
 
 
-def test_carried_state_keeps_the_last_days_and_the_study_rule_carries_what_it_always_did():
-    class R:
-        rule, threshold_z, threshold_today_z = "pooled", 1.5, 1.25
-
-    c = carry_state(R(), {"threshold_z": 1.4, "day": 3, "daily_z": [1.0, 1.1, 1.2, 1.3]}, pool_days=5)
+def test_carried_state_keeps_the_last_days_and_the_study_rule_carries_what_it_always_did() -> None:
+    day = dataclasses.replace(_days("pooled", days=1)[0], threshold_z=1.5, threshold_today_z=1.25)
+    c = carry_state(day, {"threshold_z": 1.4, "day": 3, "daily_z": [1.0, 1.1, 1.2, 1.3]}, pool_days=5)
     assert c == {"threshold_z": 1.5, "day": 4, "daily_z": [1.1, 1.2, 1.3, 1.25]}
-    R.rule = "stricter"
-    assert carry_state(R(), {"threshold_z": 1.4, "day": 3}, pool_days=5) == {"threshold_z": 1.5, "day": 4}
+    day = dataclasses.replace(day, rule="stricter")
+    assert carry_state(day, {"threshold_z": 1.4, "day": 3}, pool_days=5) == {"threshold_z": 1.5, "day": 4}
 
 
-def test_a_fixed_threshold_is_used_as_given_and_its_window_fraction_reported():
+def test_a_fixed_threshold_is_used_as_given_and_its_window_fraction_reported() -> None:
     x = _baseline(9)
     res = calibrate(x, window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
                     rng=np.random.default_rng(3), carried_z=5.0, fixed_threshold=0.8)
@@ -132,7 +131,7 @@ def _run_baseline(text: str, carried: dict | None = None) -> Task:
     return task
 
 
-def test_the_protocol_chooses_the_rule_and_the_task_carries_it_forward():
+def test_the_protocol_chooses_the_rule_and_the_task_carries_it_forward() -> None:
     text = protocol_text(calibration="windows = 50\ntarget_hit_fraction = 0.5\nacross_days = 'pooled'\npool_days = 3")
     task = _run_baseline(text, carried={"threshold_z": 0.5, "day": 3, "daily_z": [0.4, 0.6]})
     cal = task.calibration

@@ -1,34 +1,37 @@
 """The trial state machine, frame by frame, on hand-built readouts."""
 
+from collections.abc import Iterable
+
 import numpy as np
 import pytest
 
 from bcirig.config import parse_protocol
-from bcirig.control import Task, activity_bin, grating_angle, tone_frequency
-from bcirig.messages import Action, EventKind, Phase, Readout, Screen, Sound, TrialState
+from bcirig.control import CalibrationResult, Task, activity_bin, grating_angle, tone_frequency
+from bcirig.interfaces import TaskStep
+from bcirig.messages import Action, EventKind, Outcome, Phase, Readout, Screen, Sound, TrialState
 from tests.conftest import protocol_text
 
 
-def make_task(**sections):
+def make_task(**sections: str) -> Task:
     return Task(parse_protocol(protocol_text(**sections)))
 
 
-def run(task, values, start=0):
+def run(task: Task, values: Iterable[float], start: int = 0) -> list[TaskStep]:
     steps = []
     for i, v in enumerate(values):
         steps.append(task.step(Readout(frame=start + i, readout=float(v))))
     return steps
 
 
-def calibrated(task, lo=0.0, hi=1.0):
+def calibrated(task: Task, lo: float = 0.0, hi: float = 1.0) -> CalibrationResult:
     """Feed a baseline ramp lo..hi so baseline_min = lo and the threshold is known to lie in (lo, hi]."""
     n = task.p.baseline.frames
     run(task, np.linspace(lo, hi, n))
-    assert task.phase is Phase.CLOSED_LOOP
+    assert task.phase is Phase.CLOSED_LOOP and task.calibration is not None
     return task.calibration
 
 
-def test_grating_bins_run_linearly_from_baseline_minimum_to_threshold():
+def test_grating_bins_run_linearly_from_baseline_minimum_to_threshold() -> None:
     cfg = parse_protocol(protocol_text()).feedback  # 7 steps of 15 deg, target 90
     assert [grating_angle(r, 1.4, cfg) for r in (0.0, 0.19, 0.2, 0.7, 1.19, 1.2, 1.39, 5.0)] == [
         0.0, 0.0, 15.0, 45.0, 75.0, 90.0, 90.0, 90.0]
@@ -36,14 +39,14 @@ def test_grating_bins_run_linearly_from_baseline_minimum_to_threshold():
     assert activity_bin(float("nan"), 1.0, 7) == 0
 
 
-def test_tone_is_linear_in_octaves():
+def test_tone_is_linear_in_octaves() -> None:
     cfg = parse_protocol(protocol_text(feedback='kind = "tone"\ntone_min_hz = 5000.0\ntone_max_hz = 20000.0')).feedback
     assert tone_frequency(0.0, 1.0, cfg) == pytest.approx(5000.0)
     assert tone_frequency(0.5, 1.0, cfg) == pytest.approx(10000.0)  # one of two octaves
     assert tone_frequency(2.0, 1.0, cfg) == pytest.approx(20000.0)
 
 
-def test_baseline_then_calibration_event_then_grey_trial_start():
+def test_baseline_then_calibration_event_then_grey_trial_start() -> None:
     task = make_task()
     steps = run(task, np.linspace(0.0, 1.0, 100))
     assert all(s.feedback.phase is Phase.BASELINE for s in steps)
@@ -56,7 +59,7 @@ def test_baseline_then_calibration_event_then_grey_trial_start():
     assert first.events[0].name is EventKind.TRIAL_START
 
 
-def test_hit_holds_target_rewards_on_third_hold_frame_then_grey_iti():
+def test_hit_holds_target_rewards_on_third_hold_frame_then_grey_iti() -> None:
     task = make_task()
     cal = calibrated(task)
     t = cal.threshold
@@ -82,7 +85,7 @@ def test_hit_holds_target_rewards_on_third_hold_frame_then_grey_iti():
     assert nxt.feedback.trial == 2 and nxt.feedback.state is TrialState.GREY
 
 
-def test_abort_below_baseline_minimum_shows_zero_degrees_and_noise():
+def test_abort_below_baseline_minimum_shows_zero_degrees_and_noise() -> None:
     task = make_task()
     calibrated(task, lo=0.2, hi=1.0)
     run(task, [0.3] * 6, start=100)
@@ -91,15 +94,15 @@ def test_abort_below_baseline_minimum_shows_zero_degrees_and_noise():
     assert ab[0].feedback.angle_deg == 0.0 and ab[0].feedback.sound is Sound.WHITE_NOISE
     assert ab[1].feedback.sound is Sound.NONE
     assert all(not s.commands for s in ab)
-    assert task.trials[0].outcome.value == "abort"
+    assert task.trials[0].outcome is Outcome.ABORT
 
 
-def test_timeout_after_trial_length_then_black_iti_with_noise_cue():
+def test_timeout_after_trial_length_then_black_iti_with_noise_cue() -> None:
     task = make_task()
     cal = calibrated(task)
     steps = run(task, [cal.threshold * 0.5] * 40, start=100)  # never crosses; length 40 frames
     assert steps[-1].feedback.trial == 1
-    assert task.trials[0].outcome.value == "timeout" and task.trials[0].outcome_frame == 139
+    assert task.trials[0].outcome is Outcome.TIMEOUT and task.trials[0].outcome_frame == 139
     iti = run(task, [0.5] * 7, start=140)
     assert all(s.feedback.screen is Screen.BLACK for s in iti)
     assert [s.feedback.sound for s in iti].count(Sound.WHITE_NOISE) == 1
@@ -107,7 +110,7 @@ def test_timeout_after_trial_length_then_black_iti_with_noise_cue():
     assert task.step(Readout(frame=147, readout=0.5)).feedback.trial == 2
 
 
-def test_session_ends_after_the_last_trial_and_then_stays_done():
+def test_session_ends_after_the_last_trial_and_then_stays_done() -> None:
     task = make_task()
     cal = calibrated(task)
     frame = 100
@@ -121,7 +124,7 @@ def test_session_ends_after_the_last_trial_and_then_stays_done():
     assert after.feedback.phase is Phase.DONE and not after.commands
 
 
-def test_invalid_readout_is_not_evaluated_and_counted():
+def test_invalid_readout_is_not_evaluated_and_counted() -> None:
     task = make_task()
     calibrated(task)
     run(task, [0.5] * 6, start=100)
@@ -130,7 +133,7 @@ def test_invalid_readout_is_not_evaluated_and_counted():
     assert task.invalid_readouts == 1
 
 
-def test_safe_state_greys_and_never_rewards_again():
+def test_safe_state_greys_and_never_rewards_again() -> None:
     task = make_task()
     cal = calibrated(task)
     run(task, [0.5] * 6, start=100)
@@ -141,7 +144,7 @@ def test_safe_state_greys_and_never_rewards_again():
     assert task.done
 
 
-def test_opto_with_reward_sends_one_combined_command():
+def test_opto_with_reward_sends_one_combined_command() -> None:
     task = make_task(reward="volume_ul = 3.0\nopto = \"with_reward\"\nopto_ms = 20.0")
     cal = calibrated(task)
     steps = run(task, [0.5] * 6 + [cal.threshold + 1] * 3, start=100)
@@ -150,7 +153,7 @@ def test_opto_with_reward_sends_one_combined_command():
     assert cmds[0].reward_ul == 3.0 and cmds[0].opto_ms == 20.0
 
 
-def test_same_readouts_same_decisions():
+def test_same_readouts_same_decisions() -> None:
     a, b = make_task(), make_task()
     rng = np.random.default_rng(5)
     values = rng.normal(0.5, 0.3, 600)
@@ -162,7 +165,7 @@ def test_same_readouts_same_decisions():
 
 # ------------------------------------------------------------------ issue 9, case 9: the trial table's reward frame
 @pytest.mark.parametrize("reward_on", [3, 1, 6])
-def test_each_hits_trial_end_names_its_reward_frame_and_the_reward_command_is_on_it(reward_on):
+def test_each_hits_trial_end_names_its_reward_frame_and_the_reward_command_is_on_it(reward_on: int) -> None:
     task = make_task(trials="count = 12\nlength_frames = 40\ngrey_frames = 5",
                      **{"outcomes.hit": f"hold_frames = 6\nreward_on_hold_frame = {reward_on}\niti_frames = 4"})
     cal = calibrated(task)
@@ -181,7 +184,7 @@ def test_each_hits_trial_end_names_its_reward_frame_and_the_reward_command_is_on
         (e.frame, e.data["reward_frame"]) for e in ends]
 
 
-def test_a_safe_state_before_the_reward_frame_says_the_reward_was_withheld():
+def test_a_safe_state_before_the_reward_frame_says_the_reward_was_withheld() -> None:
     task = make_task()  # reward on hold frame 3
     cal = calibrated(task)
     run(task, [0.5] * 5, start=100)  # grey

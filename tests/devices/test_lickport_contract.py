@@ -24,12 +24,13 @@ from dataclasses import replace
 
 import pytest
 
-from bcirig.config import LickportConfig, load_rig, parse_rig
+from bcirig.config import LickportConfig, LickportKind, load_rig, parse_rig
 from bcirig.devices import LickportError, LoopbackPort, ZaberLickport, ZaberStageModel, ZaberTwin, open_lickport
 from bcirig.devices.lickport import AxisStatus, ReplyFlag, Setting, format_command, parse_reply
 from bcirig.interfaces import Actuator
 
-CFG = LickportConfig(kind="simulated", um_per_microstep=0.047625, min_mm=0.0, max_mm=8.0, max_speed_mm_s=10.0)
+CFG = LickportConfig(kind=LickportKind.SIMULATED, um_per_microstep=0.047625, min_mm=0.0, max_mm=8.0,
+                     max_speed_mm_s=10.0)
 STEP_MM = CFG.um_per_microstep / 1000  # one microstep
 START_MM = 3.3  # where the twin's carriage was left before homing
 
@@ -333,7 +334,8 @@ def test_rig_file_lickport_table() -> None:
         parse_rig(base + '[lickport]\nkind = "fast"\n')
     with pytest.raises(ValueError, match="0 <= min_mm < max_mm"), open_lickport(replace(CFG, min_mm=9.0)):
         pass
-    with pytest.raises(LickportError, match=r"lickport\.port is empty"), open_lickport(replace(CFG, kind="serial")):
+    serial = replace(CFG, kind=LickportKind.SERIAL)
+    with pytest.raises(LickportError, match=r"lickport\.port is empty"), open_lickport(serial):
         pass
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 from valve_rigs import FakeClock
 
-from bcirig.config import ValveConfig
+from bcirig.config import ValveConfig, ValveKind
 from bcirig.devices import SimulatedValveController, ValveController, ValveError, open_valve
 from bcirig.devices.firmware_model import FirmwareModel
 
@@ -200,7 +200,7 @@ def test_twin_calibrate_on_real_clock() -> None:
 
 
 def test_open_valve_simulated_applies_rig_limits() -> None:
-    cfg = ValveConfig(kind="simulated", ms_per_ul=20.0, max_open_ms=300, min_interval_ms=50, watchdog_ms=900)
+    cfg = ValveConfig(kind=ValveKind.SIMULATED, ms_per_ul=20.0, max_open_ms=300, min_interval_ms=50, watchdog_ms=900)
     with open_valve(cfg) as valve:
         limits = valve.limits()
         assert (limits.max_open_ms, limits.min_interval_ms, limits.watchdog_ms) == (300, 50, 900)
@@ -210,7 +210,7 @@ def test_open_valve_simulated_applies_rig_limits() -> None:
 
 
 def test_open_valve_serial_names_a_missing_port() -> None:
-    cfg = ValveConfig(kind="serial", port="/dev/does-not-exist-valve")
+    cfg = ValveConfig(kind=ValveKind.SERIAL, port="/dev/does-not-exist-valve")
     with pytest.raises(ValveError, match="/dev/does-not-exist-valve"), open_valve(cfg):
         pass
 

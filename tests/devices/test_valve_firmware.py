@@ -13,7 +13,7 @@ import pytest
 import serial
 from valve_rigs import MS_PER_UL, FirmwareRig, firmware_skip_reason
 
-from bcirig.config import ValveConfig
+from bcirig.config import ValveConfig, ValveKind
 from bcirig.devices import EmulatorError, ValveController, ValveEmulator, open_valve
 
 pytestmark = pytest.mark.firmware
@@ -73,11 +73,12 @@ class LossyPort:
 
     @property
     def in_waiting(self) -> int:
-        return self._port.in_waiting
+        return int(self._port.in_waiting)
 
     @property
     def timeout(self) -> float | None:
-        return self._port.timeout
+        t = self._port.timeout
+        return None if t is None else float(t)
 
     @timeout.setter
     def timeout(self, value: float) -> None:
@@ -85,10 +86,10 @@ class LossyPort:
 
     def write(self, data: bytes) -> int:
         self.writes.append(bytes(data))
-        return self._port.write(data)
+        return int(self._port.write(data))
 
     def read(self, n: int) -> bytes:
-        data = self._port.read(n)
+        data: bytes = self._port.read(n)
         if self._dropped:
             return data
         self._held += data
@@ -170,7 +171,7 @@ def test_missing_build_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_open_valve_emulated_applies_rig_limits() -> None:
-    cfg = ValveConfig(kind="emulated", ms_per_ul=20.0, max_open_ms=321, min_interval_ms=123, watchdog_ms=1500)
+    cfg = ValveConfig(kind=ValveKind.EMULATED, ms_per_ul=20.0, max_open_ms=321, min_interval_ms=123, watchdog_ms=1500)
     with open_valve(cfg) as valve:
         limits = valve.limits()
         assert (limits.max_open_ms, limits.min_interval_ms, limits.watchdog_ms) == (321, 123, 1500)

@@ -9,18 +9,18 @@ from bcirig.messages import Screen
 
 
 @pytest.mark.parametrize("angle", [0.0, 15.0, 45.0, 60.0, 90.0, 135.0])
-def test_grating_orientation_is_the_commanded_angle(angle):
+def test_grating_orientation_is_the_commanded_angle(angle: float) -> None:
     img = grating_image(angle, 0.0, 256, 256, period_px=16.0)
     assert abs((dominant_orientation(img) - angle + 90) % 180 - 90) < 4.0
     assert abs(float(img.mean()) - 128) < 3  # mean luminance is the grey screen's
 
 
-def test_grey_and_black_screens_are_uniform():
+def test_grey_and_black_screens_are_uniform() -> None:
     assert np.all(screen_image(Screen.GREY, float("nan"), 0.0, 10, 20) == 128)
     assert np.all(screen_image(Screen.BLACK, 30.0, 0.0, 10, 20) == 0)
 
 
-def test_drift_moves_the_bars_along_the_normal():
+def test_drift_moves_the_bars_along_the_normal() -> None:
     a = grating_image(0.0, 0.0, 8, 64, period_px=16.0)
     b = grating_image(0.0, np.pi / 2, 8, 64, period_px=16.0)  # a quarter period
     # phase added to the argument: the pattern at x shows up at x - period/4
@@ -76,7 +76,7 @@ def test_presenter_counts_changes_codes_and_what_was_replaced_before_a_swap() ->
     assert p.changes == 3 == p.count + 1  # three asked for, two shown, one replaced
 
 
-def test_console_shows_counts_and_the_readout_above_baseline_minimum():
+def test_console_shows_counts_and_the_readout_above_baseline_minimum() -> None:
     from bcirig.gui.console import Console
     from bcirig.gui.display import application
     from bcirig.messages import Event, EventKind, Readout

@@ -32,7 +32,7 @@ def dominant_hz(x: np.ndarray, rate: int) -> float:
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     i = int(np.argmax(spec))
     a, b, c = np.log(spec[i - 1 : i + 2])
-    return (i + 0.5 * (a - c) / (a - 2 * b + c)) * rate / len(x)
+    return float((i + 0.5 * (a - c) / (a - 2 * b + c)) * rate / len(x))
 
 
 @pytest.mark.parametrize("hz", [6000.0, 12000.0, 20000.0])

@@ -50,7 +50,7 @@ def smooth_image(n: int, rng: np.random.Generator, sigma: float = 3.0) -> np.nda
     k = np.fft.fftfreq(n)
     g = np.exp(-2 * (np.pi * sigma) ** 2 * (k[:, None] ** 2 + k[None, :] ** 2))
     img = np.fft.ifft2(f * g).real
-    return (img - img.min()) / (img.max() - img.min())
+    return np.asarray((img - img.min()) / (img.max() - img.min()), dtype=np.float64)
 
 
 def fourier_shift(img: np.ndarray, dy: float, dx: float) -> np.ndarray:

@@ -14,7 +14,7 @@ NP = "neuropil_coefficient = 0.0\nneuropil_inner_px = 2.0\nneuropil_outer_px = 8
 
 def disk_mask(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return np.asarray((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r, dtype=bool)
 
 
 def two_cell_frame() -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bcirig.config import Registration
+from bcirig.config import Registration, RegistrationMode
 from bcirig.processing.registration import PiecewiseRegistration, RigidRegistration
 
 from .conftest import fourier_shift, smooth_image
@@ -69,7 +69,8 @@ def test_crop_registers_the_centre() -> None:
 def test_piecewise_gives_each_patch_its_shift() -> None:
     rng = np.random.default_rng(9)
     base = 100 + 900 * smooth_image(128, rng, sigma=2.0)
-    reg = PiecewiseRegistration(base.astype(np.float32), Registration(mode="piecewise", patches=2, max_shift_px=8))
+    cfg = Registration(mode=RegistrationMode.PIECEWISE, patches=2, max_shift_px=8)
+    reg = PiecewiseRegistration(base.astype(np.float32), cfg)
     moved = fourier_shift(base, 3.0, 0.0)
     moved[:, 64:] = fourier_shift(base, -2.0, 1.5)[:, 64:]  # right half moves differently
     shifts = reg.register(moved.astype(np.float32))

@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,15 +15,16 @@ from bcirig.recording import SessionFile, SessionFileError, SessionWriter
 from tests.conftest import ROOT
 
 
-def start_writer(path, frames):
+def start_writer(path: Path, frames: int) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, str(ROOT / "tests" / "recording" / "writer_proc.py"), str(path),
                              str(frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             cwd=ROOT)
 
 
-def test_reader_sees_rows_while_the_writer_runs_then_writer_killed_loses_nothing_flushed(tmp_path):
+def test_reader_sees_rows_while_the_writer_runs_then_writer_killed_loses_nothing_flushed(tmp_path: Path) -> None:
     path = tmp_path / "s.h5"
     proc = start_writer(path, 1000)
+    assert proc.stdin is not None and proc.stdout is not None  # both piped
     try:
         assert proc.stdout.readline().strip() == "flushed 50"
         with SessionFile(path) as sf:  # opened while the writer holds the file
@@ -50,7 +52,7 @@ def test_reader_sees_rows_while_the_writer_runs_then_writer_killed_loses_nothing
         assert not sf.attrs["complete"]
 
 
-def test_closed_file_holds_tables_attributes_and_roundtrips_rois(tmp_path):
+def test_closed_file_holds_tables_attributes_and_roundtrips_rois(tmp_path: Path) -> None:
     rois = RoiSet([Roi.disk("P+0", 0, (10, 10), 3, group="P+"), Roi.disk("P-0", 0, (30, 30), 3, group="P-")])
     w = SessionWriter(tmp_path / "s.h5", protocol_text="PROTO", rig_text="RIG", rois=rois.to_arrays(), n_rois=2,
                       reference=np.ones((1, 40, 40), np.float32), frame_shape=(1, 40, 40), frame_dtype="uint16",
@@ -81,7 +83,7 @@ def test_closed_file_holds_tables_attributes_and_roundtrips_rois(tmp_path):
         assert json.loads(json.dumps(sf.summary)) == {"hits": 1}
 
 
-def test_not_a_session_file_is_a_clear_error(tmp_path):
+def test_not_a_session_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     with pytest.raises(SessionFileError, match="cannot open as HDF5"):
         SessionFile(tmp_path / "x.h5")
@@ -89,7 +91,7 @@ def test_not_a_session_file_is_a_clear_error(tmp_path):
         SessionFile(tmp_path / "missing.h5")
 
 
-def test_the_trial_table_keeps_each_trials_reward_frame_from_its_trial_end_event(tmp_path):
+def test_the_trial_table_keeps_each_trials_reward_frame_from_its_trial_end_event(tmp_path: Path) -> None:
     rois = RoiSet([Roi.disk("P+0", 0, (4, 4), 2, group="P+")])
     w = SessionWriter(tmp_path / "s.h5", protocol_text="P", rig_text="R", rois=rois.to_arrays(), n_rois=1,
                       reference=np.ones((1, 8, 8), np.float32), frame_shape=(1, 8, 8), frame_dtype="uint16",

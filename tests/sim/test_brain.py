@@ -23,7 +23,7 @@ def _bci_rates(mouse: SimulatedMouse, fb: Feedback | None, frames: int = 600) ->
     """Mean rate (Hz) of each BCI unit under a constant feedback, after 1 s to settle."""
     for _ in range(30):
         mouse.step_traces(fb)
-    return np.mean([mouse.step_traces(fb).truth["rates"] for _ in range(frames)], axis=0)
+    return np.asarray(np.mean([mouse.step_traces(fb).truth["rates"] for _ in range(frames)], axis=0), dtype=np.float64)
 
 
 def test_network_obeys_dale_at_birth(protocol: Protocol) -> None:
