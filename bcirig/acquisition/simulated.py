@@ -80,7 +80,7 @@ class SimulatedSource:
         sim = self.mouse.step(self.feedback)
         now = time.monotonic_ns()
         truth = frame_truth(sim.truth)
-        licks = int(sim.truth.get("licks", 0))
+        licks = int(sim.truth.get("contacts", sim.truth.get("licks", 0)))  # a lickport out of reach: no contact
         if licks:
             self._contacts.append(LickContact(frame=self.volumes, count=licks))
         base = self.volumes * self.planes

@@ -60,6 +60,10 @@ class SimConfig:
     lick_rate_hz: float = spec(0.3, min=0.0, max=20.0, doc="spontaneous licking")
     consummatory_lick_hz: float = spec(7.0, min=0.0, max=20.0, doc="licking right after a reward")
     consummatory_s: float = spec(2.0, min=0.01, max=60.0, doc="decay of post-reward licking")
+    lickport_reach_mm: float = spec(7.0, min=0.0, max=1000.0,
+                                    doc="feedback.kind = 'lickport' only: a lick touches the spout once the port has "
+                                        "travelled this far toward the mouse (Feedback.lickport_mm), at most "
+                                        "feedback.lickport_travel_mm; default 7 mm, Daie's whole travel: all the way")
     # ---------------------------------------------------------------------------------- optics
     imaged_neurons: int = spec(40, min=0, max=5000, doc="non-BCI units given a footprint (per plane)")
     soma_radius_px: float = spec(0.0, min=0.0, max=100.0, doc="0 = about 1/64 of the frame side, >= 3 px")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bcirig.config import Protocol
+from bcirig.config import FeedbackKind, Protocol
 from bcirig.interfaces import SimFrame
 from bcirig.messages import Feedback
 from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_end, sense
@@ -65,6 +65,11 @@ class SimulatedMouse:
         self.frame_index = 0
         self.prev: Feedback | None = None
         self.licks = 0
+        # Lickport feedback: a lick reaches the spout only when the port is within reach (bcirig.nodes.lickport);
+        # with any other feedback the spout is always there. Licking itself is the same either way.
+        self.lickport = protocol.feedback.kind is FeedbackKind.LICKPORT
+        self.reach_mm = min(config.lickport_reach_mm, protocol.feedback.lickport_travel_mm)
+        self.contacts = 0
         self.since_reward_s = math.inf
         self.motion = np.zeros(2)
         self.motion_a = math.exp(-self.dt / 2.0)  # slow wander, ~2 s correlation
@@ -183,6 +188,7 @@ class SimulatedMouse:
         lick_hz = cfg.lick_rate_hz + cfg.consummatory_lick_hz * math.exp(-self.since_reward_s / cfg.consummatory_s)
         lick_hz += 3.0 * self._state.value * float(u[self.channels - 1])
         self.licks = int(self.rng.poisson(lick_hz * self.dt))
+        self.contacts = self.licks if not self.lickport or self._spout_in_reach(feedback) else 0
         self.since_reward_s += self.dt
         # Brightness: bleaching, slow drift, neuropil (population activity) as one global factor.
         t_s = self.frame_index * self.dt
@@ -203,6 +209,7 @@ class SimulatedMouse:
         truth = {
             "shift": [dy - fy, dx - fx],  # brain motion against today's field (the day's offset: fov_offset)
             "licks": self.licks,
+            "contacts": self.contacts,  # licks that touched the spout (all of them unless a lickport is out of reach)
             "rpe": delta,
             "rates": r[: self.brain.anatomy.n_bci].astype(np.float32),
             "spikes": spikes[self.bci_sources].astype(np.int16),  # BCI somata, then their dendrites
@@ -211,6 +218,11 @@ class SimulatedMouse:
         }
         self.frame_index += 1
         return extra, scale, (dy, dx), truth
+
+    def _spout_in_reach(self, feedback: Feedback | None) -> bool:
+        """Whether the lickport the mouse senses has come ``reach_mm`` toward it (NaN: at its start)."""
+        travelled = feedback.lickport_mm if feedback is not None else math.nan
+        return math.isfinite(travelled) and travelled >= self.reach_mm - 1e-9
 
     def step(self, feedback: Feedback | None) -> SimFrame:
         """Sense ``feedback`` (the task's verdict on the previous frame; None at first) and render a frame."""
