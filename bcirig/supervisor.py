@@ -60,6 +60,7 @@ WIRING: dict[str, tuple[list[str], list[str], list[str]]] = {
                  ["frame", "readout", "feedback", "command", "ack", "event"],
                  ["pipeline", "task", "valve"]),
     "display": (["task"], ["feedback"], ["task"]),
+    "lickport": (["task"], ["feedback"], ["task"]),  # rig lickport.kind != "none": the motorised lickport
     "sound": (["task"], ["feedback"], ["task"]),
     # console: upstream is every node (their heartbeats); its data arrives on its own receiver thread
     "console": (["pipeline", "task"], ["readout", "feedback", "event", "frame", "command", "ack"],
@@ -172,6 +173,8 @@ class Supervisor:
         self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == DisplayKind.QT else ())
                                        + (("sound",) if self.rig.sound.kind != "none" else ())
                                        + (("console",) if console else ()))
+        if self.rig.lickport.kind != "none":  # the motorised lickport (bcirig.nodes.lickport)
+            self.nodes += ("lickport",)
 
     # ------------------------------------------------------------------ set-up
     def _specs(self, run_dir: Path, eps: dict[str, str], control: str, setup_path: Path) -> list[NodeSpec]:
@@ -181,6 +184,8 @@ class Supervisor:
             if name == "recorder":  # the GUI nodes' final counters go into the file too
                 gui = [n for n in ("display", "sound", "console") if n in self.nodes]
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
+            if name == "recorder" and "lickport" in self.nodes:  # the stage's measured position per frame
+                upstream, topics, drain = [*upstream, "lickport"], [*topics, "lickport"], [*drain, "lickport"]
                 if "display" in self.nodes or "sound" in self.nodes:  # when the mouse saw and heard each change
                     topics = [*topics, "presentation"]
             if name == "console":  # every node's heartbeat: the operator sees each node's health

@@ -24,6 +24,12 @@ Single-threaded use from a node loop::
         lickport.home()                              # blocks until the stage is at 0
         lickport.set_speed(gain * readout)           # each frame; one round trip, the stage keeps moving
         position = lickport.position_mm()            # each frame, to record
+
+A node that must never wait on the stage uses the same commands without waiting for their replies:
+:meth:`ZaberLickport.request_move_to` and :meth:`ZaberLickport.request_status` write one command each and
+return; :meth:`ZaberLickport.poll_replies` reads what has arrived (wake on :meth:`ZaberLickport.fileno`),
+re-sends a command whose reply is overdue (same message id, as the blocking calls do) and returns the
+position reports in the order they were asked for. A blocking call abandons the requests in flight.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -131,6 +138,17 @@ class LickportStatus:
     t_ns: int  # time.monotonic_ns() when the reply was read
 
 
+@dataclass
+class _Request:
+    """A command written without waiting for its reply (see ZaberLickport.poll_replies)."""
+
+    line: bytes
+    sent: str
+    is_status: bool
+    deadline: float
+    attempts: int = 1
+
+
 _REPLY = re.compile(r"@(\d{2}) (\d) (?:(\d{1,2}) )?(OK|RJ) (BUSY|IDLE) ([A-Z-]{2}) (\S(?:.*\S)?)")
 
 
@@ -207,6 +225,7 @@ class ZaberLickport(SerialLineIO):
         self._warning = "--"
         self._speed_clamps = 0
         self._closed = False
+        self._requests: OrderedDict[int, _Request] = OrderedDict()
         with contextlib.suppress(AttributeError, ValueError):
             port.timeout = min(0.02, self.timeout_s)
 
@@ -242,19 +261,23 @@ class ZaberLickport(SerialLineIO):
 
     def move_to(self, mm: float, *, wait: bool = False) -> float:
         """Move to ``mm`` (clamped to [min_mm, max_mm]) at the top speed; returns the target used."""
-        target = _finite("lickport position (mm)", mm)
-        if not self.min_mm <= target <= self.max_mm:
-            clamped = min(max(target, self.min_mm), self.max_mm)
-            log.warning("%s: move to %.4f mm clamped to %.4f mm (limits %.4f..%.4f mm)", self.name, target,
-                        clamped, self.min_mm, self.max_mm)
-            target = clamped
-        steps = min(max(self.mm_to_microsteps(target), self.min_microsteps), self.max_microsteps)
+        target, steps = self._target_steps(mm)
         self._ensure_limits()
         self._do_move_abs(steps)
         log.debug("%s: move to %.4f mm (%d microsteps)", self.name, target, steps)
         if wait:
             self.wait_idle()
         return self.microsteps_to_mm(steps)
+
+    def _target_steps(self, mm: float) -> tuple[float, int]:
+        """``mm`` clamped to the limits (logged), and the whole microstep inside them nearest to it."""
+        target = _finite("lickport position (mm)", mm)
+        if not self.min_mm <= target <= self.max_mm:
+            clamped = min(max(target, self.min_mm), self.max_mm)
+            log.warning("%s: move to %.4f mm clamped to %.4f mm (limits %.4f..%.4f mm)", self.name, target,
+                        clamped, self.min_mm, self.max_mm)
+            target = clamped
+        return target, min(max(self.mm_to_microsteps(target), self.min_microsteps), self.max_microsteps)
 
     def set_speed(self, mm_s: float) -> float:
         """Move at ``mm_s`` (signed, + toward the mouse; clamped to ±max_speed_mm_s; 0 stops) until a limit.
@@ -304,6 +327,124 @@ class ZaberLickport(SerialLineIO):
                                     ". Is the stage blocked, or move_timeout_s too short for the travel?")
             time.sleep(poll_s)
 
+    # ------------------------------------------------------------------- without waiting for replies
+    def fileno(self) -> int | None:
+        """The port's file descriptor (a poller wakes on it when a reply arrives); None if it has none."""
+        fileno = getattr(self._port, "fileno", None)
+        try:
+            fd = fileno() if callable(fileno) else None
+        except (OSError, ValueError):
+            return None
+        return fd if isinstance(fd, int) and fd >= 0 else None
+
+    def request_move_to(self, mm: float) -> float:
+        """As :meth:`move_to` (same clamping), but return once the command is written; returns the target.
+
+        The reply comes back through :meth:`poll_replies`, which raises if the stage refused the move.
+        """
+        target, steps = self._target_steps(mm)
+        self._ensure_limits()
+        self._request(f"{ZaberCommand.MOVE_ABS} {steps}", is_status=False)
+        log.debug("%s: move to %.4f mm (%d microsteps), reply awaited", self.name, target, steps)
+        return self.microsteps_to_mm(steps)
+
+    def request_status(self) -> None:
+        """Ask where the stage is; the answer comes back as a LickportStatus from :meth:`poll_replies`."""
+        self._request(f"{ZaberCommand.GET} {Setting.POS}", is_status=True)
+
+    @property
+    def in_flight(self) -> int:
+        """Commands written whose replies have not arrived."""
+        return len(self._requests)
+
+    @property
+    def statuses_in_flight(self) -> int:
+        """Position requests whose replies have not arrived."""
+        return sum(r.is_status for r in self._requests.values())
+
+    def reply_deadline(self) -> float | None:
+        """When the oldest request in flight is overdue (time.monotonic()); None with nothing in flight."""
+        return min((r.deadline for r in self._requests.values()), default=None)
+
+    def poll_replies(self) -> list[LickportStatus]:
+        """Read the replies that have arrived, never waiting; the position reports, in the order asked.
+
+        A request whose reply is ``timeout_s`` overdue is re-sent with its message id (at most ``retries``
+        times); after that, or when the stage refuses a command, LickportError names the command.
+        """
+        out: list[LickportStatus] = []
+        if self._closed:
+            raise self._fail("used after close()")
+        self._read(block=False)
+        while (raw := self._take_line()) is not None:
+            reply = self._match_request(raw)
+            if reply is None:
+                continue
+            request = self._requests.pop(int(reply.message_id or 0))
+            self._note_warning(reply)
+            if not reply.ok:
+                raise self._refused(request.sent, reply)
+            if request.is_status:
+                try:
+                    microsteps = int(reply.data)
+                except ValueError:
+                    raise LickportError(f"{self.name}: reply to get pos carries no whole number of microsteps: "
+                                        f"{reply.line!r}") from None
+                out.append(LickportStatus(self.microsteps_to_mm(microsteps), reply.busy, reply.warning,
+                                          time.monotonic_ns()))
+        now = time.monotonic()
+        for request in self._requests.values():
+            if now < request.deadline:
+                continue
+            if request.attempts > self.retries:
+                raise self._fail(
+                    f"no reply to {request.sent!r} after {request.attempts} attempt(s), timeout "
+                    f"{self.timeout_s * 1e3:.0f} ms each. Check the cable and power, lickport.port, lickport.device "
+                    f"({self.device}) and lickport.axis ({self.axis})")
+            log.warning("%s: no reply to %r within %.0f ms (attempt %d of %d)", self.name, request.sent,
+                        self.timeout_s * 1e3, request.attempts, self.retries + 1)
+            self._write(request.line)
+            request.attempts += 1
+            request.deadline = now + self.timeout_s
+        return out
+
+    def _request(self, command: str, *, is_status: bool) -> None:
+        if self._closed:
+            raise self._fail("used after close()")
+        if len(self._requests) >= MESSAGE_ID_MAX - 1:
+            raise self._fail(f"{len(self._requests)} commands in flight without replies; is the stage answering?")
+        self._message_id = self._message_id % MESSAGE_ID_MAX + 1
+        while self._message_id in self._requests:  # never reuse an id still in flight
+            self._message_id = self._message_id % MESSAGE_ID_MAX + 1
+        line = format_command(self.device, self.axis, self._message_id, command)
+        self._write(line)
+        self._requests[self._message_id] = _Request(line, line.decode("ascii").strip(), is_status,
+                                                    time.monotonic() + self.timeout_s)
+
+    def _match_request(self, raw: bytes) -> ZaberReply | None:
+        """The reply to a request in flight in ``raw``; None for any other line; raises on a garbled line."""
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and text[:1] in ("#", "!"):
+            log.info("%s: %s", self.name, text)
+            return None
+        if text is not None and not text.strip():
+            return None
+        try:
+            if text is None:
+                raise ValueError("not ASCII")
+            reply = parse_reply(text)
+        except ValueError:
+            self._buf.clear()
+            raise self._fail(f"garbled reply {raw[:80]!r} is not a Zaber ASCII reply. Check the baud rate and the "
+                             "cable") from None
+        if (reply.device, reply.axis) != (self.device, self.axis) or reply.message_id not in self._requests:
+            log.info("%s: reply not waited for (late, or another device's): %s", self.name, text)
+            return None
+        return reply
+
     def send(self, command: str) -> ZaberReply:
         """Send one raw ASCII command to this axis (diagnostics, tests); raises LickportError if refused."""
         return self._command(command)
@@ -349,14 +490,20 @@ class ZaberLickport(SerialLineIO):
     def _command(self, command: str) -> ZaberReply:
         """One command that must be accepted; an RJ reply raises naming the command and the reply."""
         sent, reply = self._exchange(command)
+        self._note_warning(reply)
+        if not reply.ok:
+            raise self._refused(sent, reply)
+        return reply
+
+    def _note_warning(self, reply: ZaberReply) -> None:
         if reply.warning != self._warning:
             log.log(logging.INFO if reply.warning == "--" else logging.WARNING,
                     "%s: warning flag %s -> %s", self.name, self._warning, reply.warning)
             self._warning = reply.warning
-        if not reply.ok:
-            why = _REJECTIONS.get(reply.data.split()[0], "see the Zaber ASCII protocol manual")
-            raise LickportError(f"{self.name}: the stage refused {sent!r}: {reply.line!r} ({reply.data}: {why})")
-        return reply
+
+    def _refused(self, sent: str, reply: ZaberReply) -> LickportError:
+        why = _REJECTIONS.get(reply.data.split()[0], "see the Zaber ASCII protocol manual")
+        return LickportError(f"{self.name}: the stage refused {sent!r}: {reply.line!r} ({reply.data}: {why})")
 
     def _drain(self) -> None:
         """Drop what arrived unasked (late replies, noise): a command's reply is the next line after it."""
@@ -382,6 +529,9 @@ class ZaberLickport(SerialLineIO):
         line = format_command(self.device, self.axis, message_id, command)
         sent = line.decode("ascii").strip()
         others: list[str] = []
+        if self._requests:  # a blocking command takes the line: replies to requests in flight are dropped
+            log.debug("%s: %d request(s) in flight abandoned for %r", self.name, len(self._requests), sent)
+            self._requests.clear()
         self._drain()
         for attempt in range(1, self.retries + 2):
             self._write(line)

@@ -260,6 +260,7 @@ NODE_KINDS = {
     "display": ("bcirig.nodes.display", "DisplayNode"),
     "sound": ("bcirig.nodes.sound", "SoundNode"),
     "console": ("bcirig.nodes.console", "ConsoleNode"),
+    "lickport": ("bcirig.nodes.lickport", "LickportNode"),
 }
 
 
