@@ -624,10 +624,13 @@ class Supervisor:
 
     def _result(self) -> SessionResult:
         summary: dict[str, Any] = {}
+        recounted = False
         if self.session_path.exists():
             try:
                 with SessionFile(self.session_path) as sf:
-                    summary = session_summary(sf)
+                    summary = sf.summary  # the recorder's, written as it closed the file
+                    if not summary:  # the recorder died before it could: recount what it flushed
+                        summary, recounted = session_summary(sf), True
             except (OSError, ValueError, KeyError) as exc:
                 summary = {"error": f"could not read {self.session_path}: {exc}"}
         outcome = "completed" if not self.failure and self.carry_forward is not None else (
@@ -638,7 +641,8 @@ class Supervisor:
 
             try:
                 with h5py.File(self.session_path, "a") as f:
-                    f.attrs["summary"] = json.dumps(summary, allow_nan=True)
+                    if recounted:
+                        f.attrs["summary"] = json.dumps(summary, allow_nan=True)
                     f.attrs["outcome"] = outcome  # completed, stopped or failed; complete: ran to its end
                     f.attrs["reason"] = reason
                     f.attrs["failure"] = self.failure

@@ -12,6 +12,7 @@ from bcirig.messages import Control, ControlAction, Heartbeat, Message, NodeStat
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.recording import SessionWriter
 from bcirig.setup import Setup
+from bcirig.summary import session_summary
 
 CONSOLE_SILENT_S = 1.0  # the console's heartbeat is 10 Hz: this long without one, it is gone
 
@@ -85,4 +86,4 @@ class RecorderNode(Node):
         mine = {"received": self.sub.received, "gaps": self.sub.gaps, "wire_errors": len(self.sub.wire_errors)}
         mine.update({f"gaps_from_{k}": v for k, v in self.sub.gaps_by_src.items()})
         self.writer.write_node_counters({**self.final, "recorder": mine})
-        self.writer.close()
+        self.writer.close(summarize=session_summary)  # the session's summary is the recorder's to write

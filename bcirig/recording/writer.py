@@ -14,6 +14,7 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bcirig.messages import (
     Readout,
 )
 from bcirig.recording import layout
+from bcirig.recording.reader import SessionFile
 
 ROOM_MARGIN_BYTES = 256 << 10
 
@@ -300,16 +302,24 @@ class SessionWriter:
         self.f.flush()
         self.last_flush = time.monotonic()
 
-    def close(self, summary: dict[str, Any] | None = None, *, complete: bool | None = None) -> None:
+    def close(self, summary: dict[str, Any] | None = None, *, complete: bool | None = None,
+              summarize: Callable[[SessionFile], dict[str, Any]] | None = None) -> None:
         """Flush, close, then mark the file closed. ``complete`` (default: the session_end event was written)
-        says the session ran to its end; a stopped or failed session's file is closed but not complete."""
+        says the session ran to its end; a stopped or failed session's file is closed but not complete.
+        ``summarize(file)`` computes the session's summary from what the file now holds (the recorder and
+        the simulation pass :func:`bcirig.summary.session_summary`); ``summary`` adds keys to it, or alone
+        is the summary."""
         if self.closed:
             return
         self.flush()
         self.f.close()
         self.closed = True
+        complete = self.ended if complete is None else complete
+        if summarize is not None:
+            with SessionFile(self.path) as sf:
+                summary = {**summarize(sf), "complete": complete, **(summary or {})}
         with h5py.File(self.path, "a") as f:
-            f.attrs["complete"] = self.ended if complete is None else complete
+            f.attrs["complete"] = complete
             f.attrs["closed_cleanly"] = True
             f.attrs["closed_unix"] = time.time()
             if summary is not None:

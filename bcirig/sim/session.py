@@ -20,6 +20,7 @@ from bcirig.recording.layout import TRUTH_DTYPES
 from bcirig.sim.brain import MouseState
 from bcirig.sim.config import SimConfig, SimLevel
 from bcirig.sim.mouse import SimulatedMouse
+from bcirig.summary import session_summary
 
 
 @dataclass
@@ -47,7 +48,7 @@ def run_day(
 ) -> DayResult:
     """Baseline, calibration and trials of one day; returns the results and tomorrow's state.
 
-    ``make_writer(mouse)`` may return a session writer (``write(msg)``, ``close(summary)``); every frame's
+    ``make_writer(mouse)`` may return a session writer (``write(msg)``, ``close(summarize=...)``); every frame's
     readout, feedback, commands, events and ground truth go to it, and it is closed at the end of the day.
     """
     from bcirig.control.task import Task
@@ -87,7 +88,7 @@ def run_day(
 
     run = run_inline(mouse, pipeline, task, writer=writer, on_frame=collect, traces=config.level != SimLevel.PIXELS)
     if writer is not None:
-        writer.close(summary=dict(task.summary()))
+        writer.close(summarize=session_summary)  # the same summary a live session's recorder writes
     new_state = mouse.finish_day()
     summary = dict(task.summary())
     summary.update(frames=run["frames"], seconds=run["seconds"], frames_per_s=run["frames_per_s"],

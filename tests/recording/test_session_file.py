@@ -83,6 +83,22 @@ def test_closed_file_holds_tables_attributes_and_roundtrips_rois(tmp_path: Path)
         assert json.loads(json.dumps(sf.summary)) == {"hits": 1}
 
 
+def test_the_summary_is_computed_from_the_closed_file_by_its_writer(tmp_path: Path) -> None:
+    # the recorder (and the simulation) pass bcirig.summary.session_summary: the file's own numbers
+    rois = RoiSet([Roi.disk("P+0", 0, (4, 4), 2, group="P+")])
+    w = SessionWriter(tmp_path / "s.h5", protocol_text="P", rig_text="R", rois=rois.to_arrays(), n_rois=1,
+                      reference=np.ones((1, 8, 8), np.float32), frame_shape=(1, 8, 8), frame_dtype="uint16",
+                      record_frames=False)
+    for k in range(3):
+        w.write(Readout(frame=k, readout=0.1 * k, F=np.ones(1, np.float32), neuropil=np.ones(1, np.float32),
+                        F0=np.ones(1, np.float32), dff=np.zeros(1, np.float32)))
+    w.close(summary={"note": "kept"}, summarize=lambda sf: {"readouts": len(sf.table("readout")["frame"]),
+                                                            "complete": "recounted after closing"})
+    with SessionFile(tmp_path / "s.h5") as sf:  # complete is the attribute's value: no session_end was written
+        assert sf.summary == {"readouts": 3, "complete": False, "note": "kept"}
+        assert not sf.attrs["complete"] and sf.attrs["closed_cleanly"]
+
+
 def test_not_a_session_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     with pytest.raises(SessionFileError, match="cannot open as HDF5"):
