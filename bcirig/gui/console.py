@@ -49,6 +49,7 @@ GROUP_COLOURS: dict[str, tuple[int, int, int]] = {
 EXTRA_COLOURS = [(150, 255, 80), (255, 120, 200), (180, 140, 255), (255, 255, 90)]
 OUTCOME_COLOURS = {"hit": (60, 220, 60), "abort": (255, 70, 70), "timeout": (150, 150, 150)}
 READOUT_PEN = (255, 255, 255)
+MAX_TRACES = 40  # dF/F traces drawn (the BCI ROIs are typically 8-10 of the hundreds imaged)
 THRESHOLD_PEN = (255, 165, 0)
 Send = Callable[[str, float], None]
 
@@ -136,7 +137,11 @@ class Console(QWidget):
 
         self.dff_plot = pg.PlotWidget(title="dF/F of the BCI ROIs (offset per ROI)")
         self.dff_plot.setLabel("bottom", "time (s)")
-        self.dff_curves: list[pg.PlotDataItem] = []
+        for plot in (self.readout_plot, self.dff_plot):  # drawn with no more points than pixels
+            plot.plotItem.setDownsampling(auto=True, mode="peak")
+            plot.plotItem.setClipToView(True)
+        self.dff_curves: list[pg.PlotDataItem] = []  # one per group
+        self.dff_traces = 0
 
         self.motion_plot = pg.PlotWidget(title="motion (px: dy white, dx cyan) · registration corr (green)")
         self.dy_curve = self.motion_plot.plot(pen=pg.mkPen((255, 255, 255), width=1))
@@ -355,23 +360,30 @@ class Console(QWidget):
         self._draw_dff(t)
 
     def _draw_dff(self, t: np.ndarray) -> None:
+        """The BCI ROIs' dF/F, offset per ROI: one curve per group (the traces NaN-separated), so the
+        cost does not grow with the number of ROIs; at most MAX_TRACES are drawn."""
         widths = {v.size for v in self.data.dff}
         if len(widths) != 1:
             return  # a rejected frame's row in view; draw next time
         dff = np.stack(self.data.dff)
         cols = self.bci if self.bci is not None and dff.shape[1] > int(self.bci.max(initial=-1)) else None
-        if cols is not None:
-            dff = dff[:, cols]
-        while len(self.dff_curves) < dff.shape[1]:
-            i = len(self.dff_curves)
-            if cols is not None and self.rois is not None:
-                pen = pg.mkPen(group_colour(self.rois[int(cols[i])].group, list(dict.fromkeys(self.rois.groups))))
-            else:
-                pen = pg.mkPen(pg.intColor(i, hues=12))
-            self.dff_curves.append(self.dff_plot.plot(pen=pen))
+        cols = (cols if cols is not None else np.arange(dff.shape[1]))[:MAX_TRACES]
+        dff = dff[:, cols]
+        groups = [self.rois[int(k)].group for k in cols] if self.rois is not None and len(self.rois) > int(
+            cols.max(initial=-1)) else ["none"] * len(cols)
         spacing = max(0.5, float(np.nanpercentile(dff, 99))) if np.isfinite(dff).any() else 1.0
-        for i, curve in enumerate(self.dff_curves[: dff.shape[1]]):
-            curve.setData(t, np.nan_to_num(dff[:, i]) + i * spacing)
+        order = list(dict.fromkeys(groups))
+        known = list(dict.fromkeys(self.rois.groups)) if self.rois is not None else order
+        while len(self.dff_curves) < len(order):
+            self.dff_curves.append(self.dff_plot.plot(connect="finite"))
+        gap = np.array([np.nan])
+        for curve, group in zip(self.dff_curves, order, strict=False):
+            idx = [i for i, g in enumerate(groups) if g == group]
+            xs = np.concatenate([np.concatenate([t, gap]) for _ in idx])
+            ys = np.concatenate([np.concatenate([np.nan_to_num(dff[:, i]) + i * spacing, gap]) for i in idx])
+            curve.setPen(pg.mkPen(group_colour(group, known)))
+            curve.setData(xs, ys, connect="finite")
+        self.dff_traces = len(cols)
 
     def _draw_image(self) -> None:
         d = self.data

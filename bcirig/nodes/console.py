@@ -5,12 +5,17 @@ The console's data (readouts, feedback, events, frames, acks) arrives on its own
 doing, so a slow or stuck window never makes a publisher queue messages for it; the node's own loop
 hears only heartbeats and the supervisor's control messages. Requests go to the supervisor over the
 node's DEALER (the socket it reported READY on) and the supervisor's answers come back on it. The
-window is redrawn at most at the screen rate (and at most 30 times a second).
+window is redrawn at most at the screen rate, and at most ``REFRESH_CAP_HZ`` times a second.
+
+The console runs at the idle scheduling class (Linux ``SCHED_IDLE``, its threads included): it gets a core
+only when the loop's processes leave one free, so drawing never delays a frame's decision; on a loaded
+machine it lags (its queue drops stale data) instead of the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from bcirig.config import load_protocol
@@ -19,11 +24,15 @@ from bcirig.messages import Heartbeat, Message
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.setup import Setup
 
+REFRESH_CAP_HZ = 15.0  # an operator reads traces at this rate; more only costs the machine
+
 
 class ConsoleNode(Node):
     """Feeds the Console window from its receiver thread and sends the operator's requests."""
 
     def __init__(self, spec: NodeSpec) -> None:
+        if spec.options.get("idle_priority", True) and hasattr(os, "SCHED_IDLE"):  # before any thread starts
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         data_topics = list(spec.topics)
         super().__init__(dataclasses.replace(spec, topics=[]))  # data comes through the link's thread
         from bcirig.gui.console import Console
@@ -39,7 +48,7 @@ class ConsoleNode(Node):
             setup = Setup.load(spec.setup_path)
             self.window.set_setup(setup.roi_set(), setup.reference, plane)
         self.window.show()
-        self.refresh_s = refresh_interval_s(self.app)
+        self.refresh_s = refresh_interval_s(self.app, REFRESH_CAP_HZ)
         self.next_refresh = 0.0
         self.link = ConsoleLink([spec.endpoints[n] for n in spec.upstream], data_topics, plane=plane)
         self.link.start()
