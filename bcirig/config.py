@@ -11,7 +11,7 @@ import enum
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bcirig.decoder_params import ReadoutSignal, check_decoder_table
 from bcirig.messages import Outcome, Phase, Screen, Sound
@@ -378,6 +378,8 @@ class PhaseSpec:
                                     "random one of its orientations, or a tone at a random pitch), a new one every "
                                     "stimulus_frames")
     stimulus_frames: int = spec(30, min=1, max=100000)
+    from_day: int = spec(1, min=1, max=10000, doc="run this phase from this training day on (Clancy 2014: the "
+                                                  "contingency degradation after days of training)")
 
 
 @dataclass(frozen=True)
@@ -460,12 +462,15 @@ class Protocol:
     source_text: str = spec("", doc="(filled in by the loader) the file's text, stored with the session")
     source_path: str = spec("", doc="(filled in by the loader)")
 
-    def phase_plan(self) -> tuple[PhaseSpec, ...]:
-        """The phases as run, defaults filled in: [baseline] frames and screen, [trials] count."""
+    def phase_plan(self, day: int | None = None) -> tuple[PhaseSpec, ...]:
+        """The phases as run on training ``day`` (all listed when None), defaults filled in: [baseline] frames
+        and screen, [trials] count."""
         listed = self.phases or (PhaseSpec(kind=Phase.BASELINE), PhaseSpec(kind=Phase.CALIBRATION),
                                  PhaseSpec(kind=Phase.CLOSED_LOOP))
         out = []
         for ph in listed:
+            if day is not None and ph.from_day > day:
+                continue
             frames, trials, screen = ph.frames, ph.trials, ph.screen
             if ph.kind is Phase.BASELINE:
                 frames = frames or self.baseline.frames
@@ -766,9 +771,15 @@ def _check_outcomes(p: Protocol, file: str) -> None:
 
 
 def _check_phases(p: Protocol, file: str) -> None:
-    """Kinds the task runs, each phase's own keys only, and an order that makes sense."""
+    """Kinds the task runs, each phase's own keys only, and an order that makes sense on every day."""
+    days = sorted({ph.from_day for ph in p.phases}) or [1]
+    for day in days:
+        _check_phase_order(p, file, [(i, ph) for i, ph in enumerate(p.phases) if ph.from_day <= day], day)
+
+
+def _check_phase_order(p: Protocol, file: str, phases: list[tuple[int, PhaseSpec]], day: int) -> None:
     seen: list[Phase] = []
-    for i, ph in enumerate(p.phases):
+    for i, ph in phases:
         key = f"phases[{i}]"
         if ph.kind in (Phase.WAITING, Phase.DONE, Phase.SAFE):
             raise ConfigError(file, f"{key}.kind", ph.kind.value, "a phase a protocol can list: " + ", ".join(
@@ -796,10 +807,11 @@ def _check_phases(p: Protocol, file: str) -> None:
         elif ph.kind is Phase.REINSTATEMENT and Phase.DEGRADATION not in seen:
             order_error = "degradation before reinstatement"
         if order_error:
-            raise ConfigError(file, f"{key}.kind", ph.kind.value, f"{order_error}; phases so far: "
+            on_day = f" on day {day}" if day > 1 else ""
+            raise ConfigError(file, f"{key}.kind", ph.kind.value, f"{order_error}; phases so far{on_day}: "
                               + (", ".join(k.value for k in seen) or "none"))
         seen.append(ph.kind)
-    plan = p.phase_plan()
+    plan = p.phase_plan(day)
     if not any(ph.kind in TRIAL_PHASES for ph in plan) and not any(ph.kind in OPEN_PHASES for ph in plan):
         raise ConfigError(file, "phases", "(no phase with frames)", "at least one phase with frames or trials")
     for i, ph in enumerate(plan):
@@ -889,7 +901,10 @@ def _rig_from_table(table: dict[str, Any], text: str, file: str) -> Rig:
     return _replace_source(rig, text, file)
 
 
-def _replace_source(obj: Any, text: str, file: str) -> Any:
+_Loaded = TypeVar("_Loaded", Protocol, Rig)
+
+
+def _replace_source(obj: _Loaded, text: str, file: str) -> _Loaded:
     import dataclasses
 
     return dataclasses.replace(obj, source_text=text, source_path=file)

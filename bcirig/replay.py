@@ -36,7 +36,7 @@ import numpy as np
 from bcirig.config import Protocol, parse_protocol
 from bcirig.control import Task
 from bcirig.interfaces import TaskStep
-from bcirig.messages import Feedback, Readout
+from bcirig.messages import EventKind, Feedback, OperatorCommand, Outcome, OutcomeCounts, Readout
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.recording import SessionFile
 from bcirig.recording.integrity import open_session
@@ -49,7 +49,7 @@ FEEDBACK_COLUMNS = ("phase", "state", "trial", "trial_frame", "screen", "angle_d
                     "opto", "readout_norm", "threshold")
 DECISION_COLUMNS = ("phase", "state", "trial", "screen", "angle_deg", "reward")  # shown in a mismatch line
 COMMAND_COLUMNS = ("frame", "command_id", "action", "reward_ul", "opto_ms")
-TRIAL_COLUMNS = ("trial", "start_frame", "outcome", "outcome_frame", "frames", "reward_frame")
+TRIAL_COLUMNS = ("trial", "start_frame", "outcome", "outcome_frame", "frames", "reward_frame", "phase", "catch")
 FIXED_BY_RECORDING = ("imaging", "rois", "simulation", "setup")  # tables a replay cannot change
 
 WHAT_IF_CANNOT_KNOW = (
@@ -150,7 +150,14 @@ def _run(sf: SessionFile, rec: Recorded, protocol: Protocol, progress: TextIO | 
     if safe is not None and safe[0] < 0:  # safe before the first frame
         run.safe_feedback = task.safe(safe[0], safe[1]).feedback
 
+    operator: dict[int, list[dict[str, Any]]] = {}  # the experimenter's commands, by the frame the task applied them
+    for e in rec.events:
+        if e["name"] == EventKind.OPERATOR.value:
+            operator.setdefault(int(e["frame"]), []).append(e["data"])
+
     def step(fi: int, readout: Readout) -> None:
+        for d in operator.get(fi, ()):
+            task.operate(OperatorCommand(d["command"]), int(d.get("command_id", 0)), float(d.get("value", 0.0)))
         out: TaskStep = task.step(readout)
         run.readouts.append(readout)
         run.feedback.append(out.feedback)
@@ -276,7 +283,8 @@ def _cells_equal(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
         same &= np.signbit(mine) == np.signbit(theirs)
     else:
         same = mine == theirs
-    return same.reshape(len(theirs), -1).all(axis=1) if same.ndim > 1 else same
+    rows: np.ndarray = same.reshape(len(theirs), -1).all(axis=1) if same.ndim > 1 else same
+    return rows
 
 
 def _readout_column(readouts: list[Readout], name: str) -> np.ndarray:
@@ -335,6 +343,8 @@ def _trial_rows(task: Task) -> dict[str, np.ndarray]:
         "outcome_frame": np.array([t.outcome_frame for t in done], np.int64),
         "frames": np.array([t.frames_to_outcome for t in done], np.int64),
         "reward_frame": np.array([t.reward_frame for t in done], np.int64),
+        "phase": np.array([t.phase.value.encode() for t in done], "S32"),
+        "catch": np.array([t.catch for t in done], bool),
     }
 
 
@@ -548,16 +558,9 @@ class TrialOutcome:
 
 
 def _totals(trials: list[TrialOutcome], rate: float) -> dict[str, Any]:
-    done = [t for t in trials if t.outcome]
-    hits = [t.time_to_hit_s(rate) for t in done if t.outcome == "hit"]
-    return {
-        "trials": len(done),
-        "hits": len(hits),
-        "aborts": sum(t.outcome == "abort" for t in done),
-        "timeouts": sum(t.outcome == "timeout" for t in done),
-        "hit_rate": len(hits) / len(done) if done else float("nan"),
-        "median_time_to_hit_s": float(np.median(hits)) if hits else float("nan"),
-    }
+    hits = [t.time_to_hit_s(rate) for t in trials if t.outcome == Outcome.HIT]
+    return {**OutcomeCounts.of(t.outcome for t in trials).as_dict(),
+            "median_time_to_hit_s": float(np.median(hits)) if hits else float("nan")}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.export.common import SessionData, load_session_data
+from bcirig.messages import Outcome, OutcomeCounts
 from bcirig.recording import SessionFileError
 from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import FEEDBACK_STAMPS
@@ -71,7 +72,8 @@ def day_numbers(data: SessionData) -> Day:
     rate = data.frame_rate_hz
     tr, fb, ro = data.trials, data.feedback, data.readout
     outcome = np.array([o.decode() for o in tr["outcome"]])
-    hit = outcome == "hit"
+    hit = outcome == Outcome.HIT.value
+    tally = OutcomeCounts.of(outcome)
     tth = tr["frames"][hit] / rate if hit.any() else np.array([])
     calib = data.calibration
     shift = np.hypot(*ro["shift"].T) if len(ro["frame"]) else np.array([])
@@ -107,9 +109,7 @@ def day_numbers(data: SessionData) -> Day:
         "session": data.path.parent.name or data.path.name,
         "date": _date(created),
         "complete": bool(data.attrs.get("complete", False)),
-        "trials": len(outcome), "hits": int(hit.sum()),
-        "aborts": int((outcome == "abort").sum()), "timeouts": int((outcome == "timeout").sum()),
-        "hit_rate": float(hit.mean()) if len(outcome) else float("nan"),
+        **tally.as_dict(),
         "chance": float(calib.get("achieved_fraction", float("nan"))),
         "target": float(calib.get("target_fraction", float("nan"))),
         "median_time_to_hit_s": _quantile(tth, 0.5), "time_to_hit_q1_s": _quantile(tth, 0.25),

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bcirig.messages import Outcome, OutcomeCounts
 from bcirig.recording import SessionFile
 from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import ACK_STAMPS, FEEDBACK_STAMPS, READOUT_STAMPS
@@ -61,8 +62,7 @@ def _acquired_to_arrived(sf: SessionFile) -> np.ndarray | None:
 def session_summary(sf: SessionFile) -> dict[str, Any]:
     """Counts and latencies of a (finished or running) session."""
     trials = sf.table("trials")
-    outcomes = [o.decode() for o in trials["outcome"]]
-    hits = outcomes.count("hit")
+    counts = OutcomeCounts.of(trials["outcome"])
     readout = sf.table("readout")
     feedback = sf.table("feedback")
     nodes = {n.decode(): json.loads(c) for n, c in zip(sf.table("nodes")["node"], sf.table("nodes")["counters"],
@@ -73,16 +73,12 @@ def session_summary(sf: SessionFile) -> dict[str, Any]:
     frames_published = int(acquired.get("frames", len(acq["frame"]) if acq else -1))
     events = sf.events()
     calib: dict[str, Any] = next((e["data"] for e in events if e["name"] == "calibration"), {})
-    hit_frames = trials["frames"][np.array(outcomes) == "hit"] if hits else np.array([])
+    hit_frames = trials["frames"][trials["outcome"] == Outcome.HIT.value.encode()] if counts.hits else np.array([])
     acks = sf.table("acks")
     return {
         "complete": bool(sf.attrs.get("complete", False)),
-        "trials": len(outcomes),
-        "hits": hits,
-        "aborts": outcomes.count("abort"),
-        "timeouts": outcomes.count("timeout"),
-        "hit_rate": hits / len(outcomes) if outcomes else float("nan"),
-        "median_frames_to_hit": float(np.median(hit_frames)) if hits else float("nan"),
+        **counts.as_dict(),
+        "median_frames_to_hit": float(np.median(hit_frames)) if counts.hits else float("nan"),
         "threshold": calib.get("threshold", float("nan")),
         "target_hit_fraction": calib.get("target_fraction", float("nan")),
         # with a short baseline the window maxima take few values (one transient tops many overlapping

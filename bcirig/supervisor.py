@@ -41,7 +41,9 @@ from bcirig.messages import (
     Log,
     LogLevel,
     NodeState,
+    OutcomeCounts,
     Topic,
+    TrialEnd,
 )
 from bcirig.nodes import NodeSpec
 from bcirig.preflight import check_session
@@ -530,7 +532,7 @@ class Supervisor:
         self.last_seen = {n: started for n in self.nodes if n not in self.lost_displays}
         next_beat = next_print = 0.0
         latest: dict[str, int] | None = None  # the task's heartbeat counters: frame, baseline, readouts
-        hits = trials = 0
+        counts = OutcomeCounts()
         while True:
             now = time.monotonic()
             if now >= next_beat:
@@ -543,20 +545,19 @@ class Supervisor:
                     self.task_frame = latest.get("frame", -1)
                 elif isinstance(msg, Event):
                     if msg.name is EventKind.TRIAL_END:
-                        trials += 1
-                        hits += msg.data.get("outcome") == "hit"
+                        counts = counts.add(TrialEnd.from_data(msg.data).outcome)
                     if msg.name is EventKind.SESSION_END:
                         self.carry_forward = msg.data.get("carry_forward")
                     if msg.name in (EventKind.SESSION_END, EventKind.SAFE_STATE):
                         if msg.name is EventKind.SAFE_STATE:
                             self.failure = self.failure or f"task went safe: {msg.data.get('reason', '')}"
-                        self._print_progress(latest, trials, hits, final=True)
+                        self._print_progress(latest, counts, final=True)
                         return
             self._check_processes()
             if router is not None:
                 self._serve_operator(router, pub, running=True)
             if self.stop_requested:
-                self._print_progress(latest, trials, hits, final=True)
+                self._print_progress(latest, counts, final=True)
                 return
             silent = [n for n, t in self.last_seen.items() if now - t > SILENCE_TIMEOUT_S]
             for name in [n for n in silent if n in DISPLAY_ONLY]:  # hung or far behind: end it, go on
@@ -566,10 +567,10 @@ class Supervisor:
             if silent:
                 raise SessionError(f"node '{silent[0]}' silent for more than {SILENCE_TIMEOUT_S:.0f} s (hung?)")
             if now >= next_print:
-                self._print_progress(latest, trials, hits)
+                self._print_progress(latest, counts)
                 next_print = now + (1.0 if self.progress is not None and self.progress.isatty() else 10.0)
 
-    def _print_progress(self, task: dict[str, int] | None, trials: int, hits: int, final: bool = False) -> None:
+    def _print_progress(self, task: dict[str, int] | None, counts: OutcomeCounts, final: bool = False) -> None:
         """From the task's heartbeat (10 Hz): the supervisor does not decode every frame's feedback, which
         at 1 kHz cost a core's worth of time on the frame -> decision path."""
         if self.progress is None or task is None:
@@ -579,7 +580,8 @@ class Supervisor:
         if task.get("baseline"):
             text = f"baseline {frame + 1}/{p.baseline.frames} frames"
         else:
-            text = f"trials done {trials}/{p.trials.count}  hits {hits}"
+            planned = sum(ph.trials for ph in p.phase_plan(self.day))
+            text = f"trials done {counts.trials}/{planned}  hits {counts.hits}"
         line = f"  frame {frame + 1:6d}  {text}"
         if self.progress.isatty():
             self.progress.write("\r" + line.ljust(60) + ("\n" if final else ""))

@@ -10,7 +10,9 @@ default Francioni 2026's baseline -> calibration -> closed-loop trials):
 * trial phases (``closed_loop``, ``reinstatement``, and ``degradation``, whose hits go unrewarded while
   rewards come at random frames at the rate the preceding closed-loop phase earned) run their trials.
 
-A phase with ``start = "operator"`` waits (state ``WAITING``, grey screen) for the experimenter's command
+A phase's ``phase`` event is recorded on the frame that ended the phase before it (frame 0 for the first);
+its own frames begin on the next. A phase with ``start = "operator"`` waits (state ``WAITING``, grey
+screen) for the experimenter's command
 (:meth:`Task.operate`, applied on the next frame and recorded as an ``operator`` event).
 
 Each trial moves through the named states of :data:`TRANSITIONS`; each state has entry, per-frame and
@@ -160,7 +162,7 @@ class Task:
         self.day = int(self.carried.get("day", 1))
         self.rng = np.random.default_rng(protocol.protocol.seed)  # calibration's resampling
         self.draws = np.random.default_rng([protocol.protocol.seed, 7])  # catch, opto, stimuli, uncoupled rewards
-        self.plan = protocol.phase_plan()
+        self.plan = protocol.phase_plan(self.day)
         self.hit_rules = HitRules.of(protocol)
         self.phase = Phase.WAITING
         self.phase_index = -1

@@ -118,6 +118,9 @@ class Node:
     def on_tick(self, now: float) -> None:
         """Called at least every heartbeat interval and after each batch of messages."""
 
+    def on_operator(self, msg: Control) -> None:
+        """An experimenter's command the supervisor accepted (``Control.command``); most nodes ignore it."""
+
     def on_safe(self, reason: str) -> None:
         """The supervisor declared the session unsafe (a node died)."""
 
@@ -199,6 +202,8 @@ class Node:
             elif msg.action is ControlAction.STOP and not self.stopping:
                 self.stopping = True
                 self.stop_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            elif msg.action is ControlAction.OPERATOR:
+                self.on_operator(msg)
         else:
             self.on_message(msg)
 

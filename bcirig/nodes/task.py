@@ -12,7 +12,7 @@ import time
 from bcirig.config import load_protocol
 from bcirig.control import Task
 from bcirig.interfaces import TaskStep
-from bcirig.messages import Message, Phase, Readout
+from bcirig.messages import Control, Message, Phase, Readout
 from bcirig.nodes.base import Node, NodeSpec
 
 STARTUP_GRACE_S = 5.0
@@ -64,6 +64,11 @@ class TaskNode(Node):
                       if self.last_frame >= 0 else "no frame arrived after the session started")
             self.log("warning", reason, frame=self.last_frame)
             self._publish(self.task.safe(self.last_frame, reason), {})
+
+    def on_operator(self, msg: Control) -> None:
+        # Applied on the task's next frame, which records it as an operator event (replay re-applies it there).
+        self.task.operate(msg.command, msg.command_id, msg.value)
+        self.counters["operator_commands"] = self.counters.get("operator_commands", 0) + 1
 
     def on_safe(self, reason: str) -> None:
         self._publish(self.task.safe(self.last_frame, reason), {})

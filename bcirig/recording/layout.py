@@ -118,6 +118,8 @@ def tables(n_rois: int, truth_fields: dict[str, tuple[tuple[int, ...], str]]) ->
             ("outcome_frame", np.int64, ()),
             ("frames", np.int64, ()),
             ("reward_frame", np.int64, ()),  # a hit's reward command; -1 none (absent from files before it)
+            ("phase", S, ()),  # the phase it ran in (closed_loop, degradation, ...; absent before version 3)
+            ("catch", np.bool_, ()),  # a catch trial: no feedback shown (absent before version 3)
         ],
         "acquisition": [  # one row per frame that reached the pipeline: where it came from
             ("frame", np.int64, ()),

@@ -33,6 +33,7 @@ from bcirig.messages import (
     Message,
     Presentation,
     Readout,
+    TrialEnd,
 )
 from bcirig.recording import layout
 from bcirig.recording.reader import SessionFile
@@ -235,8 +236,9 @@ class SessionWriter:
         if msg.name is EventKind.SESSION_END:
             self.ended = True
         if msg.name is EventKind.TRIAL_END:
-            self._row("trials", (msg.trial, data.get("start_frame", -1), str(data.get("outcome", "")).encode(),
-                                 msg.frame, data.get("frames", -1), data.get("reward_frame", -1)))
+            end = TrialEnd.from_data(data)
+            self._row("trials", (msg.trial, end.start_frame, end.outcome.value.encode(), msg.frame, end.frames,
+                                 end.reward_frame, end.phase.value.encode(), end.catch))
         text = json.dumps(data, allow_nan=True).encode()
         if len(text) > 2048:
             text = json.dumps({"truncated": text[:1900].decode(errors="replace")}).encode()

@@ -178,7 +178,8 @@ def sense(fb: Feedback | None, feedback_cfg: Any, channels: int, width: float) -
     if fb is None:
         u[channels + 1] = 1.0  # grey screen before anything happened
         return u
-    if fb.screen is Screen.GREY and fb.sound is Sound.NONE and not fb.reward:
+    moving = math.isfinite(fb.lickport_mm) and fb.lickport_mm > 0
+    if fb.screen is Screen.GREY and fb.sound is Sound.NONE and not fb.reward and not moving:
         u[channels + 1] = 1.0  # the common case (baseline, ITI): nothing else to compute
         return u
     pos = float("nan")
@@ -188,6 +189,8 @@ def sense(fb: Feedback | None, feedback_cfg: Any, channels: int, width: float) -
     elif fb.sound is Sound.TONE and math.isfinite(fb.tone_hz):
         pos = math.log(fb.tone_hz / feedback_cfg.tone_min_hz) / math.log(
             feedback_cfg.tone_max_hz / feedback_cfg.tone_min_hz)
+    elif math.isfinite(fb.lickport_mm) and fb.state is not TrialState.NONE:  # the port's approach, seen and felt
+        pos = fb.lickport_mm / feedback_cfg.lickport_travel_mm
     if math.isfinite(pos):
         prefs = np.arange(channels) / max(1, channels - 1)
         u[:channels] = np.exp(-0.5 * ((pos - prefs) / width) ** 2)
@@ -233,7 +236,7 @@ class Brain:
         if self._k >= len(self._noise):
             self._noise = self.rng.standard_normal((256, self.anatomy.n))
             self._k = 0
-        z = self._noise[self._k]
+        z: np.ndarray = self._noise[self._k]
         self._k += 1
         return z
 
@@ -263,6 +266,21 @@ class Brain:
             self.elig += np.outer(post * self.dt, self.r[a.plastic])
         self.instructive *= 0.9
         return self.r
+
+    def omission(self) -> None:
+        """A hit whose reward never came: the opposite instructive signal, ``omission_signal`` strong."""
+        cfg = self.cfg
+        if cfg.omission_signal <= 0 or cfg.rule not in (LearningRule.VECTORIZED, LearningRule.BLOCKED):
+            return
+        a = self.anatomy
+        gate = 1.0 - cfg.block_fraction if cfg.rule is LearningRule.BLOCKED else 1.0
+        signal = -a.sign * cfg.omission_signal * gate
+        self.instructive += signal
+        rows = self.w[: a.n_bci, a.plastic]
+        new = np.clip(rows + cfg.learning_rate * signal[:, None] * self.elig, a.lo, a.hi)
+        self.abs_change += float(np.abs(new - rows).sum())
+        self.w[: a.n_bci, a.plastic] = new
+        self.updates += 1
 
     def outcome(self, reward: float) -> float:
         """A trial ended with ``reward`` (1 hit, 0 miss): apply the rule; returns the prediction error."""
@@ -308,6 +326,6 @@ def is_trial_end(prev: Feedback | None, fb: Feedback) -> float | None:
         return 1.0
     if prev is None or prev.state is not TrialState.ACTIVE:
         return None
-    if fb.state in (TrialState.ABORT_HOLD, TrialState.ITI):
+    if fb.state in (TrialState.ABORT_HOLD, TrialState.TIMEOUT_HOLD, TrialState.ITI):
         return 0.0
     return None

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.config import Protocol, load_protocol
+from bcirig.messages import Outcome
 from bcirig.schema import ConfigError
 from bcirig.sim.brain import MouseState, dale_violations
 from bcirig.sim.config import LearningRule, SimConfig, SimLevel, parse_sim_config
@@ -40,7 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("protocol", help="protocol file (its [simulation] table sets the mouse parameters)")
     p.add_argument("--mice", type=int, default=8, help="mice per rule (default 8)")
-    p.add_argument("--days", type=int, default=14, help="days of training (default 14)")
+    p.add_argument("--days", type=int, default=0,
+                   help="days of training (default: the protocol's simulation.days, else 14)")
     p.add_argument("--rule", default="vectorized",
                    help=f"learning rule, a comma-separated list, or 'all' ({', '.join(LearningRule)})")
     p.add_argument("--seed", type=int, default=1)
@@ -60,8 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.rule != "all" and (not names or not known.issuperset(names)):
         p.error(f"--rule {args.rule!r}: expected one or more of {', '.join(LearningRule)} (comma-separated) or 'all'")
     rules = list(LearningRule) if args.rule == "all" else [LearningRule(r) for r in names]
-    if args.mice < 1 or args.days < 1 or args.workers < 1:
-        p.error("--mice, --days and --workers must be >= 1")
+    if args.mice < 1 or args.days < 0 or args.workers < 1:
+        p.error("--mice and --workers must be >= 1, --days >= 1 (0 = the protocol's)")
     args.rules = rules
     args.level = SimLevel(args.level) if args.level else None
     return args
@@ -161,8 +163,10 @@ def run_mouse(job: dict[str, Any]) -> dict[str, Any]:
         state, carried = res.state, res.carried
         if not args.no_sessions:
             _save_state(path, state, cfg, day_proto)
-        hits = [t["frames"] for t in res.trials if t["outcome"] == "hit"]
+        hits = [t["frames"] for t in res.trials if t["outcome"] == Outcome.HIT]
         days.append({
+            "phases": {ph["name"]: {k: ph[k] for k in ("trials", "hits", "hit_rate", "rewards")}
+                       for ph in res.summary.get("phases", [])},
             "day": d + 1, **{k: res.summary[k] for k in ("trials", "hits", "aborts", "timeouts", "hit_rate",
                                                         "frames", "seconds")},
             "chance": res.calibration.get("achieved_fraction", float("nan")),
@@ -191,7 +195,16 @@ def summarize(results: list[dict[str, Any]], rules: list[LearningRule], n_days: 
                 row[key] = float(ok.mean()) if ok.size else float("nan")
                 row[key + "_sem"] = float(ok.std(ddof=1) / math.sqrt(ok.size)) if ok.size > 1 else float("nan")
             per_day.append(row)
-        out[rule] = {"mice": len(mice), "days": per_day}
+        names = list(dict.fromkeys(n for m in mice for d in m["days"] for n in d.get("phases", {})))
+        phases: dict[str, list[float]] = {}
+        for name in names:  # per phase: the mean hit rate over mice, by day (NaN on days without the phase)
+            phases[name] = []
+            for d in range(n_days):
+                vals = np.array([m["days"][d]["phases"].get(name, {}).get("hit_rate", float("nan"))
+                                 for m in mice], float)
+                ok = vals[np.isfinite(vals)]
+                phases[name].append(float(ok.mean()) if ok.size else float("nan"))
+        out[rule] = {"mice": len(mice), "days": per_day, **({"phases": phases} if len(names) > 1 else {})}
     return out
 
 
@@ -211,6 +224,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         proto = campaign_protocol(args)
+        if not args.days:
+            args.days = parse_sim_config(proto.simulation, proto.source_path or "<protocol>").days
         for rule in args.rules:
             mouse_config(proto, rule, args.level)
     except ConfigError as exc:
@@ -273,6 +288,9 @@ def main(argv: list[str]) -> int:
             hr = " ".join(f"{d['hit_rate']:.2f}" for d in c["days"])
             ch = " ".join(f"{d['chance']:.2f}" for d in c["days"])
             print(f"{rule:>10}: hit rate by day  {hr}\n{'':>10}  calibrated chance {ch}")
+            for name in c.get("phases", {}):
+                ph = " ".join(f"{v:.2f}" if math.isfinite(v) else "  - " for v in c["phases"][name])
+                print(f"{'':>10}  {name:<17} {ph}")
         print(f"{summary['frames']} frames in {elapsed:.1f} s -> {out}")
     return 0
 

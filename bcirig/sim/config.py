@@ -35,6 +35,7 @@ class SimConfig:
 
     # ---------------------------------------------------------------------------------- brain
     rule: LearningRule = spec(LearningRule.VECTORIZED, doc="learning rule of this mouse")
+    days: int = spec(14, min=1, max=1000, doc="`bcirig simulate`: days of training unless --days says otherwise")
     level: SimLevel = spec(SimLevel.TRACES, doc="fidelity: render frames or ROI traces")
     units: int = spec(200, min=20, max=5000, doc="rate units in the network (BCI neurons included)")
     inhibitory_fraction: float = spec(0.2, min=0.05, max=0.5, doc="share of units that are inhibitory")
@@ -56,6 +57,10 @@ class SimConfig:
     value_trials: float = spec(10.0, min=1.0, max=10000.0, doc="reward-expectation averaging, in trials")
     max_weight: float = spec(0.1, min=0.0, max=100.0, doc="bound on |w| of a plastic synapse onto a BCI unit")
     block_fraction: float = spec(1.0, min=0.0, max=1.0, doc="'blocked' rule: share of the dendritic signal removed")
+    omission_signal: float = spec(0.0, min=0.0, max=10.0,
+                                  doc="vectorized / blocked: a hit whose reward never came (a degradation phase's "
+                                      "hits) sends this much of the opposite instructive signal, so an uncoupled "
+                                      "contingency is unlearned (extinction); 0 = omissions teach nothing")
     # ---------------------------------------------------------------------------------- behaviour
     lick_rate_hz: float = spec(0.3, min=0.0, max=20.0, doc="spontaneous licking")
     consummatory_lick_hz: float = spec(7.0, min=0.0, max=20.0, doc="licking right after a reward")

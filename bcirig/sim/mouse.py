@@ -17,7 +17,7 @@ import numpy as np
 
 from bcirig.config import FeedbackKind, Protocol
 from bcirig.interfaces import SimFrame
-from bcirig.messages import Feedback
+from bcirig.messages import Feedback, TrialState
 from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_end, sense
 from bcirig.sim.config import SimConfig, SimLevel
 from bcirig.sim.footprints import dendrite_plane, fov_offset, motion_margin, place_sources
@@ -64,6 +64,7 @@ class SimulatedMouse:
         self.dt = 1.0 / protocol.imaging.frame_rate_hz
         self.frame_index = 0
         self.prev: Feedback | None = None
+        self.hold_rewarded = False  # a reward came during the current hit's hold
         self.licks = 0
         # Lickport feedback: a lick reaches the spout only when the port is within reach (bcirig.nodes.lickport);
         # with any other feedback the spout is always there. Licking itself is the same either way.
@@ -171,6 +172,13 @@ class SimulatedMouse:
         cfg = self.config
         outcome = is_trial_end(self.prev, feedback) if feedback is not None else None
         delta = self.brain.outcome(outcome) if outcome is not None else float("nan")
+        if feedback is not None:  # a hit whose hold ends without the reward (degradation): an omission
+            if feedback.state is TrialState.HIT_HOLD:
+                self.hold_rewarded = self.hold_rewarded or feedback.reward
+            elif self.prev is not None and self.prev.state is TrialState.HIT_HOLD:
+                if not self.hold_rewarded:
+                    self.brain.omission()
+                self.hold_rewarded = False
         if feedback is not None and feedback.reward:
             self.since_reward_s = 0.0
         self.prev = feedback
