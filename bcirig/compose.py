@@ -1,8 +1,14 @@
 """Inline composition: the same stages as the live rig, called in one loop in one process (no ZeroMQ).
 
-Used by ``bcirig replay`` and by multi-day simulation. The loop is the lockstep order exactly: the
-mouse renders frame t having sensed the task's feedback on frame t-1, so an inline run and a lockstep
+Used by multi-day simulation (``bcirig simulate``, :mod:`bcirig.sim.session`) and by the test that holds
+an inline run to the lockstep processes' decisions. The loop is the lockstep order exactly: the mouse
+renders frame t having sensed the task's feedback on frame t-1, so an inline run and a lockstep
 multi-process run of the same seed make the same decisions.
+
+``bcirig replay`` (:mod:`bcirig.replay`) calls the same stages, frame by frame, but in its own loop:
+its frames come from the file, not from a mouse that senses feedback, each under its recorded frame
+number; the recorded operator commands and safe stop are applied on the frames they happened; and it
+runs on past the task's end over every frame the session recorded.
 """
 
 from __future__ import annotations
