@@ -14,8 +14,11 @@ FIRMWARE := hardware/valve-controller
 
 .PHONY: demo test test-shuffled env sysdeps firmware lint bench clean
 
+# With a display (DISPLAY or WAYLAND_DISPLAY set) the demo opens the operator's console and the mouse's grating;
+# without one Qt draws offscreen and the demo runs as a plain terminal session.
 demo: env firmware
-	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(VENV)/bin/bcirig demo
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then $(VENV)/bin/bcirig demo; \
+	else QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} $(VENV)/bin/bcirig demo; fi
 
 test: env firmware lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_ARGS)

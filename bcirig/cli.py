@@ -11,6 +11,7 @@ from bcirig.schema import ConfigError
 
 DEFAULT_RIG = "sim"  # shipped rig and protocol names (bcirig.examples); a path is used as given
 DEMO_PROTOCOL = "demo"
+DEMO_DISPLAY_RIG = "sim-display"  # `bcirig demo` on a machine with a display: the sim rig with the Qt display
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,8 +42,9 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
 
     sup = Supervisor(args.protocol, args.rig, data_dir=args.data_dir, subject=args.subject, mode=args.mode,
                      record_frames=False if args.no_frames else None, progress=sys.stderr,
-                     carried={} if args.fresh else None, console=args.console, setup=setup, fresh=args.fresh,
-                     previous=args.previous, rois=args.rois or "", choose=choose, allow_pickle=args.allow_pickle)
+                     carried={} if args.fresh else None, console=_want_console(args), setup=setup, fresh=args.fresh,
+                     previous=args.previous, rois=args.rois or "", choose=choose, allow_pickle=args.allow_pickle,
+                     setup_console=args.setup_console, node_options=getattr(args, "node_options", None))
     if sup.previous is not None:
         print(f"bcirig: {args.subject}: training day {sup.day}; continuing from {sup.previous.session_dir} "
               f"(ROIs found again on today's field; calibration carried: {sup.carried}); --fresh starts afresh",
@@ -69,8 +71,30 @@ def _run_session(args: argparse.Namespace) -> tuple[int, Path]:
     return 0, result.path
 
 
+def has_display() -> bool:
+    """A screen to open windows on: DISPLAY or WAYLAND_DISPLAY set, and Qt not told to draw offscreen."""
+    import os
+
+    screen = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return screen and os.environ.get("QT_QPA_PLATFORM", "") != "offscreen"
+
+
+def _want_console(args: argparse.Namespace) -> bool:
+    """--console / --no-console, else: the console opens when there is a display."""
+    return bool(args.console) if args.console is not None else has_display()
+
+
+def _console(args: argparse.Namespace) -> int:
+    from bcirig.gui.console_link import attach_main
+
+    return attach_main(args.folder)
+
+
 def _demo(args: argparse.Namespace) -> int:
     args.protocol = str(DEMO_PROTOCOL)
+    if args.rig == DEFAULT_RIG and has_display():  # a screen here: the mouse's grating in a window too
+        args.rig = DEMO_DISPLAY_RIG
+        args.node_options = {"display": {"size": [800, 500]}}  # a window beside the console, not full screen
     args.fresh = True  # the demo is the same every time: no calibration carried from an earlier demo
     code, latest = _run_session(args)
     if code != 0:
@@ -196,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
         sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
         sp.add_argument("--no-frames", action="store_true", help="do not store raw frames")
-        sp.add_argument("--console", action="store_true", help="open the operator's live console window")
+        sp.add_argument("--console", action=argparse.BooleanOptionalAction, default=None,
+                        help="open the operator's console window (default: when a display is present)")
+        sp.add_argument("--setup-console", action="store_true",
+                        help="choose the ROIs in the set-up window on the day's reference image, then accept "
+                             "(or reject: nothing is recorded)")
         sp.add_argument("--setup", default=None, metavar="SETUP.npz",
                         help="ROIs and reference image to use (a session folder's setup.npz); needed for a live "
                              "source until the set-up phase chooses them on the image")
@@ -223,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="a ~2-minute simulated closed-loop session, then its replay check")
     session_args(sp)
     sp.set_defaults(func=_demo)
+
+    sp = sub.add_parser("console", help="the operator's console, attached to the session running in a folder")
+    sp.add_argument("folder", help="the session's folder (or its subject's / the data directory: the newest "
+                                   "running session in it)")
+    sp.set_defaults(func=_console)
 
     sp = sub.add_parser("replay", help="re-run a session file through the same stages and compare; with --set, "
                                        "what the decisions would have been with other protocol values")

@@ -12,6 +12,8 @@ Sections (all on synthetic movies with known motion, :mod:`bcirig.processing.syn
 * ``transfer`` — a 512 x 796 frame through each way in, beside a bare socket and CLOOSE's figure
   (:mod:`bcirig.bench.live`);
 * ``live``     — ``bcirig send`` -> a whole realtime session: sent -> readout, sent -> feedback, drops.
+* ``console``  — the same session with and without the operator's console, alternating: what it adds to
+  the loop's p99 (:mod:`bcirig.bench.console`).
 * ``display``  — the mouse display node (OpenGL, under Xvfb when there is no DISPLAY): a feedback
   change's arrival -> the buffer swap, against one 60 Hz refresh (:mod:`bcirig.bench.display`).
 
@@ -84,6 +86,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from bcirig.bench.live import chains
 
         results["live"] = chains(quick=quick)
+    if "console" in sections:
+        from bcirig.bench.console import overhead
+
+        results["console"] = overhead(quick=quick)
     if "display" in sections:
         from bcirig.bench.display import display_latency
 
@@ -159,6 +165,10 @@ def report(results: dict[str, Any]) -> str:
             row("  frames lost (sent, never processed)", float(lost), "0", lost == 0)
         for e in r["errors"] + ([r["session_error"]] if r["session_error"] else []):
             lines.append(f"    !! {e}")
+    if "console" in results:
+        from bcirig.bench.console import report_lines
+
+        lines += report_lines(results["console"])
     if "display" in results:
         from bcirig.bench.display import report_lines as display_lines
 
@@ -171,8 +181,9 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bcirig bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
     p.add_argument("--quick", action="store_true", help="fewer frames (about 30 s instead of a few minutes)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--sections", default="latency,baseline,replay,registration,transfer,live,display",
-                   help="comma-separated subset of latency,baseline,replay,registration,transfer,live,display")
+    p.add_argument("--sections", default="latency,baseline,replay,registration,transfer,live,console,display",
+                   help="comma-separated subset of latency,baseline,replay,registration,transfer,live,console,"
+                        "display")
     args = p.parse_args(argv)
     results = run(args)
     print(report(results))

@@ -205,8 +205,9 @@ kind = "buffer"
 
 
 def chain(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir: Path,
-          framing: str = "zmq") -> dict[str, Any]:
-    """``bcirig send`` -> a full realtime session; per-frame latencies from the session file."""
+          framing: str = "zmq", console: bool = False) -> dict[str, Any]:
+    """``bcirig send`` -> a full realtime session (with the operator's console if asked); per-frame
+    latencies from the session file."""
     from bcirig.recording import SessionFile
     from bcirig.setup import Setup
     from bcirig.supervisor import Supervisor
@@ -218,7 +219,8 @@ def chain(h: int, w: int, n_rois: int, rate_hz: float, n_frames: int, run_dir: P
     rig.write_text(RIG.format(framing=framing, port=port))
     np.save(npy, movie.frames[:, 0])
     setup = Setup(rois=movie.rois.to_arrays(), reference=movie.reference, truth_fields={})
-    sup = Supervisor(proto, rig, data_dir=run_dir / "data", subject="bench", mode="realtime", setup=setup)
+    sup = Supervisor(proto, rig, data_dir=run_dir / "data", subject="bench", mode="realtime", setup=setup,
+                     console=console)
     result: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: result.update(r=sup.run()), daemon=True)
     runner.start()

@@ -70,7 +70,8 @@ def _click(window: SetupWindow, y: float, x: float) -> None:
     pos = view.mapFromScene(window.scene_point(y, x))
     viewport = view.viewport()
     assert viewport is not None
-    QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(pos.x(), pos.y()))
+    QTest.mouseClick(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,  # type: ignore[call-overload]
+                     QPoint(pos.x(), pos.y()))
 
 
 class PickingOperator(SetupWindow):

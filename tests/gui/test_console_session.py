@@ -42,6 +42,8 @@ def test_each_control_sends_its_command_and_the_file_records_it_with_its_times(t
     with SessionFile(result.path) as sf:
         op = sf.table("operator")
         frames = sf.table("readout")["frame"]
+        applied = {e["data"]["command_id"]: e for e in sf.events() if e["name"] == "operator"}
+        cmds, acks = sf.table("commands"), sf.table("acks")
     # 30 ul is above this rig's 500 ms / 25 ms per ul = 20 ul: refused by the supervisor, never broadcast
     assert [c.decode() for c in op["command"]] == [OperatorCommand.PAUSE, OperatorCommand.RESUME,
                                                     OperatorCommand.REWARD, OperatorCommand.FLUSH,
@@ -52,6 +54,20 @@ def test_each_control_sends_its_command_and_the_file_records_it_with_its_times(t
     t = op["t_ns"]  # sent by the console <= arrived at the supervisor <= recorded, each request later than the last
     assert (t > 0).all() and (np.diff(t, axis=1) >= 0).all() and (np.diff(t[:, 1]) > 0).all()
     assert ((op["frame"] >= 0) & (op["frame"] <= frames.max())).all()  # when it came, on the task's clock
+    # the task's answer to each: on a frame after the request arrived, with the same command and value
+    assert sorted(applied) == [1, 2, 3, 4, 5, 6]
+    for cid, frame, command, value in zip(op["command_id"], op["frame"], op["command"], op["value"], strict=True):
+        e = applied[int(cid)]
+        assert e["data"]["command"] == command.decode() and e["data"]["value"] == value and e["frame"] >= frame
+    assert applied[1]["data"]["applied"] and applied[2]["data"]["applied"]  # pause, then resume
+    # the manual reward and the flush reached the valve as commands, each acknowledged by the controller
+    manual = {a.decode(): (ul, ms, cid) for a, ul, ms, cid in zip(cmds["action"], cmds["reward_ul"], cmds["open_ms"],
+                                                                 cmds["command_id"], strict=True)}
+    assert manual["reward"][0] == 2.0 and manual["flush"][1] == 150.0
+    ack = {int(c): (bool(ok), float(ms), e.decode()) for c, ok, ms, e in zip(acks["command_id"], acks["ok"],
+                                                                           acks["open_ms"], acks["error"], strict=True)}
+    flush_ok, flush_ms, flush_error = ack[int(manual["flush"][2])]
+    assert (flush_ok and flush_ms == 150.0) or "INTERVAL" in flush_error  # the firmware's minimum interval
     counters = node_counters(result.path)["console"]
     assert counters["answers_ok"] == 7 and counters["answers_refused"] == 1  # the stop's answer included
 
@@ -137,3 +153,50 @@ def test_a_rejected_set_up_stops_before_anything_is_recorded(tmp_path: Path) -> 
         run(tmp_path, protocol, setup_console=True,
             node_options={"setup_window": {"window_class": f"{OPS}:RejectingOperator"}})
     assert not list(tmp_path.glob("sim/*/session.h5"))
+
+
+def test_a_console_attached_from_the_session_folder_follows_and_steers_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    import zmq
+
+    from bcirig.control_plane import Answer, encode_request
+
+    sup = Supervisor(PROTOCOL, RIG, data_dir=tmp_path, mode="realtime")
+    out: dict[str, SessionResult] = {}
+    runner = threading.Thread(target=lambda: out.update(r=sup.run()), daemon=True)
+    runner.start()
+    assert sup.started.wait(120)
+    info = json.loads((sup.session_dir / "endpoints.json").read_text())
+    assert set(info["nodes"]) >= {"pipeline", "task", "valve", "recorder", "supervisor"}
+    attached = subprocess.Popen([sys.executable, "-m", "bcirig.cli", "console", str(sup.session_dir.parent)],
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"tester")
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(info["control"])
+    answers = []
+    for command in ("pause", "resume"):
+        dealer.send_multipart(encode_request(command))
+        assert dealer.poll(10_000)
+        answers.append(Answer.decode(dealer.recv_multipart()))
+    dealer.send_multipart(encode_request("dance"))
+    assert dealer.poll(10_000)
+    unknown = Answer.decode(dealer.recv_multipart())
+    ctx.destroy(linger=0)
+    runner.join(timeout=120)
+    _, err = attached.communicate(timeout=60)
+    result = out["r"]
+    assert result.ok, result.error
+    assert [(a.ok, a.command_id, a.command) for a in answers] == [(True, 1, "pause"), (True, 2, "resume")]
+    assert not unknown.ok and "unknown command 'dance'" in unknown.text
+    with SessionFile(result.path) as sf:
+        op = sf.table("operator")
+    assert [c.decode() for c in op["command"]] == ["pause", "resume"] and op["source"].tolist() == [b"tester"] * 2
+    assert not (result.path.parent / "endpoints.json").exists()  # only while the session runs
+    assert attached.returncode == 0, err
+    assert "console attached to" in err and "the session ended" in err

@@ -112,5 +112,5 @@ def test_the_state_views_say_what_the_session_is_doing() -> None:
     x, y = c.rate_curve.getData()
     assert x is not None and y is not None
     np.testing.assert_allclose(y, [1.0, 0.5])  # running hit rate after trial 1 and 2
-    assert len(c.dff_curves) == 4  # the BCI ROIs only: the ungrouped n0 is not drawn
+    assert c.dff_traces == 4 and len(c.dff_curves) == 2  # the BCI ROIs only (not the ungrouped n0), per group
     c.close()

@@ -94,7 +94,7 @@ def test_console_shows_counts_and_the_readout_above_baseline_minimum() -> None:
     np.testing.assert_allclose(x, np.arange(20) / 10.0)
     np.testing.assert_allclose(y, 0.05 * np.arange(20), atol=1e-9)
     assert c.threshold_line.value() == 0.5
-    assert len(c.dff_curves) == 2
+    assert c.dff_traces == 2  # one trace per ROI (drawn as one curve per group)
     assert "done 2   hits 1" in c.status.text() and "hit rate 50%" in c.status.text()
     c.on_source_counters({"dropped_frames": 7, "malformed_frames": 2, "source_malformed": 1, "source_reconnects": 1})
     c.refresh()
