@@ -186,10 +186,10 @@ class Supervisor:
             if name == "recorder":  # the GUI nodes' final counters go into the file too
                 gui = [n for n in ("display", "sound", "console") if n in self.nodes]
                 upstream, drain = [*upstream, *gui], [*drain, *gui]
-            if name == "recorder" and "lickport" in self.nodes:  # the stage's measured position per frame
-                upstream, topics, drain = [*upstream, "lickport"], [*topics, "lickport"], [*drain, "lickport"]
                 if "display" in self.nodes or "sound" in self.nodes:  # when the mouse saw and heard each change
                     topics = [*topics, "presentation"]
+            if name == "recorder" and "lickport" in self.nodes:  # the stage's measured position per frame
+                upstream, topics, drain = [*upstream, "lickport"], [*topics, "lickport"], [*drain, "lickport"]
             if name == "console":  # every node's heartbeat: the operator sees each node's health
                 upstream = [n for n in self.nodes if n != "console"]
             opts = dict(self.node_options.get(name, {}))
