@@ -68,7 +68,8 @@ class SessionData:
         arrive, frames = self.acquisition.get("t_arrive_ns"), self.acquisition.get("frame")
         if arrive is None or frames is None or not len(arrive) or not (arrive > 0).all():
             return np.full(np.shape(host_ns), np.nan)
-        return np.interp(np.asarray(host_ns, np.float64), arrive.astype(np.float64), self.time_of(frames))
+        t: np.ndarray = np.interp(np.asarray(host_ns, np.float64), arrive.astype(np.float64), self.time_of(frames))
+        return t
 
 
 def _frame_times(n: int, acq: dict[str, np.ndarray], rate: float, planes: int) -> np.ndarray:

@@ -52,7 +52,8 @@ def make_reference(frames: np.ndarray) -> np.ndarray:
     arr = np.asarray(frames)
     if arr.ndim != 4 or arr.shape[0] == 0:
         raise ValueError(f"make_reference needs frames shaped (T, planes, H, W) with T >= 1, got {arr.shape}")
-    return arr.mean(axis=0, dtype=np.float64).astype(np.float32)
+    reference: np.ndarray = arr.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return reference
 
 
 class Pipeline:

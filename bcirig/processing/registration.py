@@ -251,7 +251,8 @@ class RigidRegistration:
 
     def _demean(self, band: np.ndarray) -> np.ndarray:
         """Remove the tapered mean: subtract mean * spectrum(taper), so DC and its leakage vanish."""
-        return band - (band[0, 0] / self._taper_band[0, 0]) * self._taper_band
+        out: np.ndarray = band - (band[0, 0] / self._taper_band[0, 0]) * self._taper_band
+        return out
 
     def _energy(self, band: np.ndarray) -> float:
         """Sum of wx * |band|^2 (every column but kx = 0 stands for two)."""

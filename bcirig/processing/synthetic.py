@@ -35,7 +35,8 @@ def cell_centres(n: int, height: int, width: int, rng: np.random.Generator, marg
     if len(grid) < n:
         raise ValueError(f"cannot place {n} cells {step:.0f} px apart in {height}x{width}")
     pick = grid[rng.choice(len(grid), n, replace=False)]
-    return pick + rng.uniform(-0.2, 0.2, pick.shape) * min(step - 10, 6)
+    centres: np.ndarray = pick + rng.uniform(-0.2, 0.2, pick.shape) * min(step - 10, 6)
+    return centres
 
 
 def make_movie(

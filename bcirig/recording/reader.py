@@ -111,7 +111,7 @@ class SessionFile:
 
     def frame_index(self) -> np.ndarray:
         """(T, 2): imaging frame index and source stamp of each recorded frame."""
-        return self.f["frame_index"][()]
+        return np.asarray(self.f["frame_index"][()])
 
     def rois(self) -> dict[str, np.ndarray]:
         """The ROI set's arrays (see RoiSet.from_arrays)."""
@@ -119,4 +119,4 @@ class SessionFile:
 
     def reference(self) -> np.ndarray:
         """The registration reference image."""
-        return self.f["reference"][()]
+        return np.asarray(self.f["reference"][()])

@@ -108,6 +108,7 @@ class Optics:
         _planes, h, w = self.shape
         dy, dx = shift
         p = self.pad
+        frame: np.ndarray
         frame = np.add(self._scaled_base(scale)[:, p - dy:p - dy + h, p - dx:p - dx + w],
                        self.tape[(off := int(self.rng.integers(0, 3 * self._n))):off + self._n].reshape(self.shape))
         vals = np.bincount(self.pix_u, weights=self.pix_w * extra[self.pix_src], minlength=len(self.pix_unique))
@@ -170,7 +171,7 @@ class RoiModel:
 
     def traces(self, extra: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
         """ROI means (counts) for one frame, with the noise the pixels would have."""
-        f = self.base + self.overlap @ extra
+        f: np.ndarray = self.base + self.overlap @ extra
         f *= scale
         f += self.offset
         f += self.sd * rng.standard_normal(len(f))
