@@ -421,13 +421,14 @@ class ZaberLickport(SerialLineIO):
         self._requests[self._message_id] = _Request(line, line.decode("ascii").strip(), is_status,
                                                     time.monotonic() + self.timeout_s)
 
-    def _match_request(self, raw: bytes) -> ZaberReply | None:
-        """The reply to a request in flight in ``raw``; None for any other line; raises on a garbled line."""
+    def _parse(self, raw: bytes, to: str | None = None) -> tuple[str, ZaberReply] | None:
+        """``raw`` as (text, reply); None for an info or alert message or a blank line. A line that is not a
+        Zaber ASCII reply clears the input and raises (naming the command ``to``, when it answers one)."""
         try:
             text = raw.decode("ascii")
         except UnicodeDecodeError:
             text = None
-        if text is not None and text[:1] in ("#", "!"):
+        if text is not None and text[:1] in ("#", "!"):  # info and alert messages: valid, not replies
             log.info("%s: %s", self.name, text)
             return None
         if text is not None and not text.strip():
@@ -435,11 +436,19 @@ class ZaberLickport(SerialLineIO):
         try:
             if text is None:
                 raise ValueError("not ASCII")
-            reply = parse_reply(text)
+            return text, parse_reply(text)
         except ValueError:
             self._buf.clear()
-            raise self._fail(f"garbled reply {raw[:80]!r} is not a Zaber ASCII reply. Check the baud rate and the "
-                             "cable") from None
+            what = f"garbled reply to {to!r}: {raw[:80]!r}" if to is not None else f"garbled reply {raw[:80]!r}"
+            after = "; the next command starts afresh" if to is not None else ""
+            raise self._fail(f"{what} is not a Zaber ASCII reply. Check the baud rate and the cable{after}") from None
+
+    def _match_request(self, raw: bytes) -> ZaberReply | None:
+        """The reply to a request in flight in ``raw``; None for any other line; raises on a garbled line."""
+        parsed = self._parse(raw)
+        if parsed is None:
+            return None
+        text, reply = parsed
         if (reply.device, reply.axis) != (self.device, self.axis) or reply.message_id not in self._requests:
             log.info("%s: reply not waited for (late, or another device's): %s", self.name, text)
             return None
@@ -557,23 +566,10 @@ class ZaberLickport(SerialLineIO):
 
     def _match(self, raw: bytes, message_id: int, sent: str, others: list[str]) -> ZaberReply | None:
         """The reply to ``message_id`` in ``raw``, None for a line that is not it; raises on a garbled line."""
-        try:
-            text = raw.decode("ascii")
-        except UnicodeDecodeError:
-            text = None
-        if text is not None and text[:1] in ("#", "!"):  # info and alert messages: valid, not replies
-            log.info("%s: %s", self.name, text)
+        parsed = self._parse(raw, sent)
+        if parsed is None:
             return None
-        if text is not None and not text.strip():
-            return None
-        try:
-            if text is None:
-                raise ValueError("not ASCII")
-            reply = parse_reply(text)
-        except ValueError:
-            self._buf.clear()
-            raise self._fail(f"garbled reply to {sent!r}: {raw[:80]!r} is not a Zaber ASCII reply. Check the baud "
-                             "rate and the cable; the next command starts afresh") from None
+        text, reply = parsed
         if (reply.device, reply.axis, reply.message_id) != (self.device, self.axis, message_id):
             log.info("%s: reply not waited for (late, or another device's): %s", self.name, text)
             others.append(text)
