@@ -198,9 +198,13 @@ def test_a_zero_threshold_ends_every_trial_on_its_first_active_frame(session: Pa
 
 
 def test_a_smoothing_change_changes_the_readout_and_the_report_names_the_old_value(session: Path) -> None:
+    calib, trials = _recorded(session)
     rep = what_if(session, ["readout.smoothing.frames=9"])
     assert rep.changes == [("readout.smoothing.frames", 3, 9)]  # 3 is the default the recording ran with
-    assert rep.first_different_frame >= 0
+    # the smoother's output is what the baseline windows are cut from: another threshold
+    assert rep.threshold_recorded == calib["threshold"] and rep.threshold_what_if != calib["threshold"]
+    # and no decision before the first closed-loop frame depends on the readout (baseline, grey start)
+    assert rep.first_different_frame >= int(trials["start_frame"][0]) + GREY_FRAMES
     assert "readout.smoothing.frames: 3 -> 9" in rep.text()
 
 
