@@ -24,10 +24,11 @@ CASE = (512, 512, 500, 30.0)  # height, width, ROIs, frame rate
 def overhead(quick: bool = False) -> dict[str, Any]:
     """Alternating sessions without / with the console; medians over pairs of each run's median and p99."""
     from bcirig.bench.live import chain
-    from bcirig.cli import has_display
 
-    if not has_display():
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the console's window, drawn offscreen
+    # no screen: the console's window is drawn offscreen (a QT_QPA_PLATFORM already set is kept; asking
+    # bcirig.cli.has_display would make the CLI, which runs the benchmarks, and the benchmarks import each other)
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     h, w, n_rois, rate = CASE
     pairs, frames = (2, 300) if quick else (3, 900)
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
