@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from bcirig.config import CalibrationRule, FeedbackKind, Protocol
+from bcirig.config import AcrossDays, CalibrationRule, FeedbackKind, Protocol
 
 NOISE_MARGIN_SE = 2.0  # pooled rule: difficulty may drop by at most this many standard errors of the mean
 
@@ -269,7 +269,7 @@ def calibrate(
     target_fraction: float,
     rng: np.random.Generator,
     carried_z: float = float("nan"),
-    rule: str | None = None,
+    rule: AcrossDays | str | None = None,
     previous_z: tuple[float, ...] = (),
     pool_days: int = 1,
     fixed_threshold: float | None = None,
@@ -287,9 +287,11 @@ def calibrate(
     means today.
     """
     if rule is None:
-        rule = "stricter" if math.isfinite(carried_z) else "today"
-    if rule not in ("stricter", "today", "pooled", "margin"):
-        raise ValueError(f"calibration rule {rule!r}: expected 'stricter', 'today', 'pooled' or 'margin'")
+        rule = AcrossDays.STRICTER if math.isfinite(carried_z) else AcrossDays.TODAY
+    if rule not in set(AcrossDays):
+        raise ValueError(f"calibration rule {rule!r}: expected one of " + ", ".join(repr(r.value) for r in AcrossDays))
+    across = AcrossDays(rule)
+    applied = across.value  # what the result says was applied ("fixed" for a given threshold)
     x = np.asarray(baseline_readout, dtype=np.float64)
     valid = np.isfinite(x)
     if valid.sum() < window_frames:
@@ -319,10 +321,10 @@ def calibrate(
     threshold = threshold_today
     days_pooled, pooled_z, floor_z = 1, float("nan"), float("nan")
     if fixed_threshold is not None:
-        threshold, rule = float(fixed_threshold), "fixed"
-    elif rule == "stricter" and math.isfinite(carried_z) and sigma > 0:
+        threshold, applied = float(fixed_threshold), CalibrationRule.FIXED.value
+    elif across is AcrossDays.STRICTER and math.isfinite(carried_z) and sigma > 0:
         threshold = max(threshold_today, from_z(carried_z))
-    elif rule == "pooled" and math.isfinite(today_z):
+    elif across is AcrossDays.POOLED and math.isfinite(today_z):
         pool = [z for z in previous_z if math.isfinite(z)][-(pool_days - 1):] if pool_days > 1 else []
         pool.append(today_z)
         days_pooled, pooled_z = len(pool), float(np.mean(pool))
@@ -334,7 +336,7 @@ def calibrate(
             floor_z = carried_z - NOISE_MARGIN_SE * se
             z = max(z, floor_z)
         threshold = from_z(z)
-    elif rule == "margin" and math.isfinite(carried_z) and math.isfinite(today_z):
+    elif across is AcrossDays.MARGIN and math.isfinite(carried_z) and math.isfinite(today_z):
         se = quantile_standard_error((baseline_min + maxima - median) / sigma, target_fraction,
                                      independent=x.size / window_frames)
         own = [z for z in previous_z if math.isfinite(z)][-(pool_days - 1):] if pool_days > 1 else []
@@ -359,12 +361,12 @@ def calibrate(
         window_frames=int(window_frames),
         window_starts=starts.astype(np.int64),
         window_maxima=maxima.astype(np.float64),
-        rule=rule,
+        rule=applied,
         threshold_today_z=float(today_z),
         days_pooled=days_pooled,
         pooled_z=pooled_z,
         floor_z=floor_z,
-        previous_z=tuple(float(z) for z in previous_z) if rule in ("pooled", "margin") else (),
+        previous_z=tuple(float(z) for z in previous_z) if across in (AcrossDays.POOLED, AcrossDays.MARGIN) else (),
     )
 
 
@@ -379,14 +381,14 @@ def calibrate_day(
 ) -> CalibrationResult:
     """Calibrate with a protocol's ``[calibration]`` table and what yesterday's task carried forward."""
     carried = carried or {}
-    rule = str(config.across_days)
+    rule = AcrossDays(config.across_days)
     return calibrate(
         baseline_readout,
         window_frames=window_frames,
         n_windows=config.windows,
         target_fraction=config.target_hit_fraction,
         rng=rng,
-        carried_z=float(carried.get("threshold_z", float("nan"))) if rule != "today" else float("nan"),
+        carried_z=float(carried.get("threshold_z", float("nan"))) if rule is not AcrossDays.TODAY else float("nan"),
         rule=rule,
         previous_z=tuple(float(z) for z in carried.get("daily_z", ())),
         pool_days=int(getattr(config, "pool_days", 1)),
@@ -404,7 +406,7 @@ def carry_state(result: CalibrationResult | None, carried: dict[str, Any] | None
     if result is None:
         return carried
     out: dict[str, Any] = {"threshold_z": result.threshold_z, "day": int(carried.get("day", 1)) + 1}
-    if result.rule in ("pooled", "margin") or "daily_z" in carried:
+    if result.rule in (AcrossDays.POOLED, AcrossDays.MARGIN) or "daily_z" in carried:
         history = [float(z) for z in carried.get("daily_z", ())] + [result.threshold_today_z]
         out["daily_z"] = history[-max(1, pool_days - 1):] if pool_days > 1 else []
     return out
