@@ -75,6 +75,13 @@ def test_clancy2014_session_plays_binned_tones_and_degrades_then_reinstates(tmp_
         pitches = np.unique(np.round(fb["tone_hz"][tone]))
         assert tone.any() and set(pitches) <= {round(6000 * (20000 / 6000) ** (k / 7)) for k in range(8)}
         assert (fb["screen"] != b"grating").all()
+        # the sound node played them (rendered to a buffer on the simulated rig): every pitch the task chose
+        # has presentation rows, and the white-noise cue of each timeout was played too
+        pres = sf.presentations()
+        played = pres["device"] == b"sound"
+        assert set(np.unique(np.round(pres["tone_hz"][played & (pres["sound"] == b"tone")]))) == set(pitches)
+        noise_cues = int((fb["sound"] == b"white_noise").sum())
+        assert int((played & (pres["sound"] == b"white_noise")).sum()) == noise_cues
         trials = sf.table("trials")
         assert [p.decode() for p in trials["phase"]] == (["closed_loop"] * 4 + ["degradation"] * 3
                                                           + ["reinstatement"] * 3)
