@@ -11,7 +11,7 @@ simulated rig: a real rig's validation never loads it.
 
 from __future__ import annotations
 
-from bcirig.config import Protocol, Rig, RoiMethod, SourceKind
+from bcirig.config import FeedbackKind, Protocol, Rig, RoiMethod, SoundKind, SourceKind
 from bcirig.schema import ConfigError
 
 __all__ = ["check_session"]
@@ -26,6 +26,7 @@ def check_session(protocol: Protocol, rig: Rig, rois: str = "") -> None:
     """
     _check_setup(protocol, rig, rois)
     _check_sound(protocol, rig)
+    _check_lickport(protocol, rig)
     if rig.source.kind == SourceKind.SIMULATED:
         _check_simulated(protocol, rig)
 
@@ -51,6 +52,23 @@ def _check_setup(protocol: Protocol, rig: Rig, rois: str) -> None:
             raise ConfigError(file, key, choice.path, "an existing file or folder")
 
 
+def _check_lickport(protocol: Protocol, rig: Rig) -> None:
+    """Lickport feedback needs a lickport, and travel for the distance the task moves it."""
+    from bcirig.config import LickportKind
+
+    file = protocol.source_path or "<protocol>"
+    fb = protocol.feedback
+    if fb.kind is not FeedbackKind.LICKPORT:
+        return
+    if rig.lickport.kind is LickportKind.NONE:
+        raise ConfigError(file, "feedback.kind", fb.kind.value, "a feedback this rig has: its [lickport] kind is "
+                          "'none' (hardware/rigs/sim-lickport.toml is a simulated rig with one)")
+    travel = rig.lickport.max_mm - rig.lickport.min_mm
+    if fb.lickport_travel_mm > travel + 1e-9:
+        raise ConfigError(file, "feedback.lickport_travel_mm", fb.lickport_travel_mm,
+                          f"<= the rig's lickport travel, max_mm - min_mm = {travel:g} mm")
+
+
 def _check_simulated(protocol: Protocol, rig: Rig) -> None:
     from bcirig.acquisition.simulated import make_mouse
     from bcirig.processing.decoders import make_decoder
@@ -72,7 +90,7 @@ def sound_needs(protocol: Protocol) -> list[str]:
 
     from bcirig.messages import Sound
 
-    needs = [f"feedback.kind = '{protocol.feedback.kind}'"] if protocol.feedback.kind == "tone" else []
+    needs = [f"feedback.kind = '{protocol.feedback.kind}'"] if protocol.feedback.kind == FeedbackKind.TONE else []
     for f in dataclasses.fields(protocol.outcomes):
         outcome = getattr(protocol.outcomes, f.name)
         if not getattr(outcome, "enabled", True):
@@ -92,13 +110,13 @@ def _check_sound(protocol: Protocol, rig: Rig) -> None:
         return
     file, cfg = rig.source_path or "<rig>", rig.sound
     why = f"protocol {protocol.protocol.name!r} plays sound ({', '.join(needs)})"
-    if cfg.kind == "none":
-        raise ConfigError(file, "sound.kind", "none",
+    if cfg.kind == SoundKind.NONE:
+        raise ConfigError(file, "sound.kind", cfg.kind,
                           f"'sounddevice' (a sound card) or 'buffer' (no speaker: samples rendered only): {why}")
-    if protocol.feedback.kind == "tone" and protocol.feedback.tone_max_hz >= cfg.sample_rate / 2:
+    if protocol.feedback.kind == FeedbackKind.TONE and protocol.feedback.tone_max_hz >= cfg.sample_rate / 2:
         raise ConfigError(file, "sound.sample_rate", cfg.sample_rate,
                           f"more than twice feedback.tone_max_hz ({protocol.feedback.tone_max_hz:.0f} Hz)")
-    if cfg.kind == "sounddevice":
+    if cfg.kind == SoundKind.SOUNDDEVICE:
         from bcirig.gui.audio_out import AudioDeviceError, find_output_device
 
         try:

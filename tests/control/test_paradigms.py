@@ -296,3 +296,14 @@ def test_opto_on_alternate_days(day: int, expect: Action) -> None:
     t = task.calibration.threshold  # type: ignore[union-attr]
     steps = run(task, [0.3] * 6 + [t * 2] * 3, start=100)
     assert [c.action for s in steps for c in s.commands] == [expect]
+
+
+def test_a_lickport_protocol_is_refused_on_a_rig_without_a_lickport() -> None:
+    from bcirig.config import load_rig
+    from bcirig.preflight import check_session
+
+    proto = load_protocol(ROOT / "protocols" / "daie2021_lickport.toml")
+    with pytest.raises(ConfigError, match="feedback.kind = 'lickport': expected a feedback this rig has: its "
+                                          r"\[lickport\] kind is 'none'"):
+        check_session(proto, load_rig(ROOT / "hardware" / "rigs" / "sim.toml"))
+    check_session(proto, load_rig(ROOT / "hardware" / "rigs" / "sim-lickport.toml"))  # no error
