@@ -58,7 +58,7 @@ FRAME_S = 1 / 30
 class Bench:
     """A stand-in supervisor and task around one lickport node process."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, kind: str = "lickport") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="lp-", dir="/tmp"))  # ipc paths must stay short
         eps = {n: f"ipc://{self.dir / n}.pub" for n in ("supervisor", "task", "lickport")}
         control = f"ipc://{self.dir / 'control'}"
@@ -69,16 +69,18 @@ class Bench:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(control)
         self.sub = Subscriber(self.ctx, [eps["lickport"]], [Topic.LICKPORT, Topic.HEARTBEAT, Topic.LOG])
-        spec = NodeSpec(name="lickport", kind="lickport", run_dir=str(self.dir), endpoints=eps, control=control,
+        spec = NodeSpec(name="lickport", kind=kind, run_dir=str(self.dir), endpoints=eps, control=control,
                         upstream=["task"], topics=["feedback"], drain_from=["task"], protocol_path="",
                         rig_path=str(RIG))
         self.log_path = log_dir / "lickport.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "bcirig.nodes", str(spec.save())], stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, cwd=ROOT)
         self.rows: list[LickportPosition] = []
         self.errors: list[str] = []
         self.final: dict[str, int] | None = None
+        self.final_state: NodeState | None = None
+        self.heard = False  # a heartbeat from the node: this side's subscription is live
         self.frame = -1
         self.sent: dict[int, float] = {}  # frame -> lickport_mm sent
         self.task_state = NodeState.RUNNING
@@ -119,17 +121,19 @@ class Bench:
                         self.rows.append(msg)
                     elif isinstance(msg, Log) and msg.level == "error":
                         self.errors.append(msg.text)
-                    elif isinstance(msg, Heartbeat) and msg.state in (NodeState.STOPPED, NodeState.FAILED):
-                        self.final = dict(msg.counters)
+                    elif isinstance(msg, Heartbeat):
+                        self.heard = True
+                        if msg.state in (NodeState.STOPPED, NodeState.FAILED):
+                            self.final, self.final_state = dict(msg.counters), msg.state
 
     def start(self) -> None:
-        """Heartbeats until the node says READY (it homes the stage first), then START."""
+        """Heartbeats until the node says READY (it homes the stage first) and this side hears it, then START."""
         ready: list[bytes] = []
 
         def is_ready() -> bool:
             if self.router.poll(0):
                 ready.append(self.router.recv_multipart()[0])
-            return bool(ready)
+            return bool(ready) and self.heard  # ZeroMQ drops what is published before a subscription is live
 
         self.pump(is_ready, "the node's READY", timeout_s=30.0)
         assert ready == [b"lickport"]
@@ -259,6 +263,21 @@ def test_the_tasks_own_safe_state_retracts_the_port(bench: Bench) -> None:
     bench.stop()
     assert bench.rows[-1].retracting and abs(bench.rows[-1].measured_mm) < STEP_MM
     assert max(r.measured_mm for r in bench.rows[n:]) <= 4.0 + STEP_MM
+
+
+def test_a_node_that_fails_leaves_the_port_at_its_start(tmp_path: Path) -> None:
+    bench = Bench(tmp_path, kind="tests.lickport_faults:LickportNodeThatFails")
+    try:
+        bench.start()
+        bench.pump(lambda: bench.final is not None, "the node's failure", feedback=lambda i: frame(5.0, 0.0))
+        assert bench.proc.wait(timeout=15) == 1 and bench.final_state is NodeState.FAILED
+        assert any("injected failure" in e for e in bench.errors)
+        # it got past 2 mm toward the mouse, then went back: its last report, before the FAILED heartbeat
+        assert max(r.measured_mm for r in bench.rows) >= 2.0
+        last = bench.rows[-1]
+        assert last.retracting and abs(last.measured_mm) < STEP_MM and not last.moving
+    finally:
+        bench.close()
 
 
 @pytest.mark.slow

@@ -209,16 +209,21 @@ class LickportNode(Node):
         self.stage.wait_idle(timeout_s=self.retract_s)
         return self.stage.status()
 
-    def on_stop(self) -> None:
-        """The session is over: the port goes back to its start, and the file records that it got there."""
+    def _retract_and_report(self) -> None:
+        """Back to the start, waiting for it; the last report (before the final heartbeat) says it got there."""
         asked = time.monotonic_ns()
         status = self._retract_and_wait()
         self._report(_Asked(self.last_frame, 0.0, -self.cfg.max_speed_mm_s, {"asked": asked}, retracting=True),
                      status)
+
+    def on_stop(self) -> None:
+        """The session is over: the port goes back to its start, and the file records that it got there."""
+        self._retract_and_report()
         self.stack.close()
 
     def on_fail(self) -> None:
+        """Best effort, the first failure being the one reported: stop, retract, report, close the port."""
         with contextlib.suppress(LickportError, OSError):
             self.stage.stop()
-            self._retract_and_wait()
+            self._retract_and_report()
         self.stack.close()  # stops the stage, then closes the port (and the twin)
