@@ -35,8 +35,8 @@ class SimConfig:
 
     # ---------------------------------------------------------------------------------- brain
     rule: LearningRule = spec(LearningRule.VECTORIZED, doc="learning rule of this mouse")
-    days: int = spec(14, min=1, max=1000, doc="`bcirig simulate`: days of training unless --days says otherwise")
     level: SimLevel = spec(SimLevel.TRACES, doc="fidelity: render frames or ROI traces")
+    days: int = spec(14, min=1, max=1000, doc="`bcirig simulate`: days of training unless --days says otherwise")
     units: int = spec(200, min=20, max=5000, doc="rate units in the network (BCI neurons included)")
     inhibitory_fraction: float = spec(0.2, min=0.05, max=0.5, doc="share of units that are inhibitory")
     tau_ms: float = spec(100.0, min=1.0, max=10000.0, doc="rate time constant")
