@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bcirig import examples
+from bcirig.modes import RunMode
 from bcirig.schema import ConfigError
 
 DEFAULT_RIG = "sim"  # shipped rig and protocol names (bcirig.examples); a path is used as given
@@ -115,13 +117,19 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    if args.format == "suite2p":
-        from bcirig.export import export_suite2p
+    return EXPORTS[args.format](args)
 
-        out = args.out or str(Path(args.session).parent)
-        for folder in export_suite2p(args.session, out):
-            print(f"bcirig: wrote {folder}/ (stat.npy, F.npy, Fneu.npy, iscell.npy, ops.npy)")
-        return 0
+
+def _export_suite2p(args: argparse.Namespace) -> int:
+    from bcirig.export import export_suite2p
+
+    out = args.out or str(Path(args.session).parent)
+    for folder in export_suite2p(args.session, out):
+        print(f"bcirig: wrote {folder}/ (stat.npy, F.npy, Fneu.npy, iscell.npy, ops.npy)")
+    return 0
+
+
+def _export_nwb(args: argparse.Namespace) -> int:
     from bcirig.export.common import load_session_data
     from bcirig.export.nwb import export_nwb, inspect, is_simulated
 
@@ -147,6 +155,10 @@ def _export(args: argparse.Namespace) -> int:
             print(f"  {m.importance.name}: {m.object_type} {m.object_name}: {m.message}")
         return 1 if by["CRITICAL"] or by["BEST_PRACTICE_VIOLATION"] else 0
     return 0
+
+
+# bcirig export FORMAT: one exporter per format, chosen by name.
+EXPORTS: dict[str, Callable[[argparse.Namespace], int]] = {"nwb": _export_nwb, "suite2p": _export_suite2p}
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -215,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--rig", default=DEFAULT_RIG,
                         help="rig file, or a shipped rig's name: " + ", ".join(examples.names("rigs"))
                         + f" (default: {DEFAULT_RIG})")
-        sp.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
+        sp.add_argument("--mode", choices=[m.value for m in RunMode], default=RunMode.REALTIME.value,
                         help="realtime: paced at the imaging rate; lockstep: deterministic, as fast as possible")
         sp.add_argument("--subject", default="sim", help="subject name (folder under the data directory)")
         sp.add_argument("--data-dir", default=None, help="override the rig file's data_dir")
@@ -267,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_replay)
 
     sp = sub.add_parser("export", help="a session file for the field's tools: NWB, or suite2p's output layout")
-    sp.add_argument("format", choices=("nwb", "suite2p"))
+    sp.add_argument("format", choices=tuple(EXPORTS))
     sp.add_argument("session")
     sp.add_argument("-o", "--out", default=None,
                     help="nwb: the file (default: SESSION with .nwb); suite2p: the folder that gets suite2p/plane<p>/ "

@@ -32,6 +32,7 @@ import numpy as np
 
 from bcirig.export.common import SessionData, load_session_data
 from bcirig.messages import Outcome, OutcomeCounts
+from bcirig.processing.rois import RoiKind
 from bcirig.recording import SessionFileError
 from bcirig.recording.latency import interval_ms, stats_ms
 from bcirig.recording.layout import FEEDBACK_STAMPS
@@ -100,7 +101,7 @@ def day_numbers(data: SessionData) -> Day:
     active_rows = np.array([state_of.get(int(f)) == b"active" for f in ro["frame"]])
     groups: dict[str, dict[str, float]] = {}
     for g in sorted({r.group for r in data.rois} - {"none"}):
-        idx = data.rois.indices(group=g, kind="soma")
+        idx = data.rois.indices(group=g, kind=RoiKind.SOMA)
         if len(idx):
             dff = ro["dff"][:, idx].astype(np.float64)
             groups[g] = {"baseline": _nanmean(dff[base_rows]), "trials": _nanmean(dff[active_rows])}
@@ -139,7 +140,7 @@ def _date(created: Any) -> str:
 def _aligned(data: SessionData, hit: np.ndarray) -> dict[str, dict[str, list[list[float]]]]:
     """Per group and ROI kind (only when dendrites exist): dF/F around each trial's feedback start."""
     kinds = {r.kind for r in data.rois}
-    if "dendrite" not in kinds:
+    if RoiKind.DENDRITE not in kinds:
         return {}
     rate = data.frame_rate_hz
     grey = int(data.protocol.get("trials", {}).get("grey_frames", 15))
@@ -147,12 +148,12 @@ def _aligned(data: SessionData, hit: np.ndarray) -> dict[str, dict[str, list[lis
     ro = data.readout
     row_of = {int(f): i for i, f in enumerate(ro["frame"])}
     out: dict[str, dict[str, list[list[float]]]] = {}
-    for g in sorted({r.group for r in data.rois if r.kind == "soma"} - {"none"}):
-        somata = data.rois.indices(group=g, kind="soma")
+    for g in sorted({r.group for r in data.rois if r.kind == RoiKind.SOMA} - {"none"}):
+        somata = data.rois.indices(group=g, kind=RoiKind.SOMA)
         names = {data.rois[int(i)].name for i in somata}
-        dendrites = np.array([i for i, r in enumerate(data.rois) if r.kind == "dendrite"
+        dendrites = np.array([i for i, r in enumerate(data.rois) if r.kind == RoiKind.DENDRITE
                               and (r.parent in names or r.group == g)], np.intp)
-        for kind, idx in (("soma", somata), ("dendrite", dendrites)):
+        for kind, idx in ((RoiKind.SOMA, somata), (RoiKind.DENDRITE, dendrites)):
             if not len(idx):
                 continue
             trace = np.nanmean(ro["dff"][:, idx].astype(np.float64), axis=1)
@@ -254,7 +255,7 @@ def _figures(days: list[Day], out: Path, rate_hz: float) -> list[tuple[str, str,
         fig, axs = plt.subplots(1, 2, figsize=(7.6, 3.0), constrained_layout=True, sharey=True)
         t = (np.arange(round((ALIGN_BEFORE_S + ALIGN_AFTER_S) * rate_hz)) - round(ALIGN_BEFORE_S * rate_hz)) / rate_hz
         for ax, g in zip(axs, ("P+", "P-"), strict=True):
-            for kind, style in (("soma", "-"), ("dendrite", "--")):
+            for kind, style in ((RoiKind.SOMA, "-"), (RoiKind.DENDRITE, "--")):
                 for outcome, c in (("hit", "tab:green"), ("miss", "0.4")):
                     rows = aligned.get(f"{g} {kind}", {}).get(outcome, [])
                     if rows:

@@ -32,7 +32,7 @@ import numpy as np
 
 from bcirig.acquisition.simulated import RECORDED_TRUTH, make_mouse
 from bcirig.config import LaterDays, Protocol, Rig, RoiMethod, SourceKind
-from bcirig.processing.rois import Roi, RoiError, RoiSet
+from bcirig.processing.rois import Roi, RoiError, RoiKind, RoiSet
 from bcirig.recording.layout import truth_fields
 
 DEFAULT_TRUTH_FIELDS = truth_fields(RECORDED_TRUTH)  # a live simulated session's truth columns
@@ -404,6 +404,6 @@ def _with_dendrites(rois: RoiSet, images: tuple[np.ndarray, np.ndarray], radius:
             continue
         taken.add(best)
         out.append(dataclasses.replace(candidates[best].roi, name=f"{soma.name}d", group=soma.group,
-                                       kind="dendrite", parent=soma.name))
+                                       kind=RoiKind.DENDRITE, parent=soma.name))
     report["dendrites_missing"] = missing
     return RoiSet(out)

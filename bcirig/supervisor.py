@@ -30,7 +30,16 @@ from bcirig.acquisition import FrameSource
 from bcirig.acquisition.assembler import FrameAssembler
 from bcirig.acquisition.factory import make_source
 from bcirig.bus import Publisher, Subscriber, endpoints
-from bcirig.config import DisplayKind, LaterDays, RoiMethod, Transport, load_protocol, load_rig
+from bcirig.config import (
+    DisplayKind,
+    LaterDays,
+    LickportKind,
+    RoiMethod,
+    SoundKind,
+    Transport,
+    load_protocol,
+    load_rig,
+)
 from bcirig.control_plane import READY, REQUEST, STOP, Answer, OperatorDesk, write_endpoints
 from bcirig.messages import (
     Control,
@@ -45,6 +54,7 @@ from bcirig.messages import (
     Topic,
     TrialEnd,
 )
+from bcirig.modes import RunMode
 from bcirig.nodes import NodeSpec
 from bcirig.preflight import check_session
 from bcirig.recording import SessionFile
@@ -120,7 +130,7 @@ class Supervisor:
         *,
         data_dir: str | Path | None = None,
         subject: str = "sim",
-        mode: str = "realtime",
+        mode: RunMode | str = RunMode.REALTIME,
         record_frames: bool | None = None,
         node_options: dict[str, dict[str, Any]] | None = None,
         carried: dict[str, Any] | None = None,
@@ -136,11 +146,11 @@ class Supervisor:
     ) -> None:
         self.protocol = load_protocol(protocol_path)  # raises ConfigError before anything starts
         self.rig = load_rig(rig_path)
-        if mode not in ("realtime", "lockstep"):
-            raise ValueError(f"mode must be 'realtime' or 'lockstep', not {mode!r}")
+        if mode not in {m.value for m in RunMode}:
+            raise ValueError(f"mode must be {' or '.join(repr(m.value) for m in RunMode)}, not {mode!r}")
         self.protocol_path, self.rig_path = str(protocol_path), str(rig_path)
         self.data_dir = Path(data_dir or self.rig.rig.data_dir)
-        self.subject, self.mode = subject, mode
+        self.subject, self.mode = subject, RunMode(mode)
         self.record_frames = record_frames
         self.node_options = node_options or {}
         # The subject's history decides the training day and what carries over (bcirig.subjects).
@@ -173,9 +183,9 @@ class Supervisor:
         self.task_frame = -1  # the task's last frame, from its heartbeat: when a request arrived
         self.lost_displays: set[str] = set()
         self.nodes: tuple[str, ...] = (NODES + (("display",) if self.rig.display.kind == DisplayKind.QT else ())
-                                       + (("sound",) if self.rig.sound.kind != "none" else ())
+                                       + (("sound",) if self.rig.sound.kind != SoundKind.NONE else ())
                                        + (("console",) if console else ()))
-        if self.rig.lickport.kind != "none":  # the motorised lickport (bcirig.nodes.lickport)
+        if self.rig.lickport.kind != LickportKind.NONE:  # the motorised lickport (bcirig.nodes.lickport)
             self.nodes += ("lickport",)
 
     # ------------------------------------------------------------------ set-up
@@ -332,7 +342,7 @@ class Supervisor:
                 raise SetupError(f"{self.stop_requested} during the set-up phase; nothing was recorded")
             now = time.monotonic()
             if source.paced:  # the simulator: at the imaging rate (realtime) or at once (lockstep)
-                if self.mode == "realtime" and now < t0 + reads * period:
+                if self.mode == RunMode.REALTIME and now < t0 + reads * period:
                     time.sleep(t0 + reads * period - now)
                 reads += 1
             else:

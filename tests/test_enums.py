@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bcirig.acquisition import factory
+from bcirig.cli import main
 from bcirig.config import (
     F0,
     F0Kind,
@@ -30,10 +31,14 @@ from bcirig.config import (
 )
 from bcirig.decoder_params import DECODER_SCHEMAS, EnsembleOrder, ReadoutSignal
 from bcirig.messages import Log, LogLevel, decode, encode
+from bcirig.modes import RunMode
+from bcirig.nodes import NodeSpec
 from bcirig.processing import f0 as f0_rules
+from bcirig.processing.rois import Roi, RoiError, RoiKind
 from bcirig.processing.smoothing import Smoother
 from bcirig.schema import ConfigError, build
 from bcirig.sim import LearningRule, SimConfig, SimLevel, parse_sim_config
+from bcirig.supervisor import Supervisor
 from tests.conftest import ROOT, protocol_text
 
 NOT_A_MEMBER = "not-a-member"
@@ -181,3 +186,25 @@ def test_a_log_line_travels_with_its_level_as_a_member_and_an_unknown_level_is_r
     parts[1] = parts[1].replace(b'"error"', b'"shouting"')
     with pytest.raises(ValueError, match="shouting"):
         decode(parts)
+
+
+def test_the_run_mode_travels_as_a_member_from_the_command_line_to_the_node(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = NodeSpec(name="pipeline", kind="pipeline", run_dir=str(tmp_path), endpoints={}, control="", upstream=[],
+                    topics=[], drain_from=[], protocol_path="", rig_path="", mode=RunMode.LOCKSTEP)
+    assert NodeSpec.load(spec.save()).mode is RunMode.LOCKSTEP
+    protocol, rig = ROOT / "protocols" / "demo.toml", ROOT / "hardware" / "rigs" / "sim.toml"
+    assert Supervisor(protocol, rig, data_dir=tmp_path, mode="lockstep").mode is RunMode.LOCKSTEP
+    with pytest.raises(ValueError, match="mode must be 'realtime' or 'lockstep', not 'fast'"):
+        Supervisor(protocol, rig, data_dir=tmp_path, mode="fast")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(protocol), "--mode", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fast' (choose from 'realtime', 'lockstep')" in capsys.readouterr().err
+
+
+def test_an_roi_kind_from_a_file_is_a_member_and_a_wrong_one_is_named() -> None:
+    roi = Roi.disk("d", 0, (5.0, 5.0), 2.0, kind="dendrite", parent="s")  # the file's text
+    assert roi.kind is RoiKind.DENDRITE
+    with pytest.raises(RoiError, match="ROI 'x': kind 'axon' is not one of soma, dendrite"):
+        Roi.disk("x", 0, (5.0, 5.0), 2.0, kind="axon")

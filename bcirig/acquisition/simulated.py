@@ -108,12 +108,12 @@ class SimulatedSource:
         true footprints (recall and precision of the BCI-plane somata at IoU >= 0.5): the only use of truth.
         """
         from bcirig.processing.detection import match_rois
-        from bcirig.processing.rois import Roi
+        from bcirig.processing.rois import Roi, RoiKind
 
         mouse = self.mouse
         plane = self.protocol.imaging.bci_plane
         fy, fx = mouse.fov_offset
-        true_bci = [r.moved(fy, fx) for r in mouse.rois() if r.kind == "soma" and r.plane == plane]
+        true_bci = [r.moved(fy, fx) for r in mouse.rois() if r.kind == RoiKind.SOMA and r.plane == plane]
         _, _, pairs = match_rois(candidates, true_bci, iou=0.3)
         by_truth = {j: i for i, j, _ in pairs}
         groups: dict[str, list[int]] = {}
@@ -124,7 +124,7 @@ class SimulatedSource:
             else:
                 missing.append(roi.name)
         somata = [Roi.disk(f"s{k}", plane, (s.cy + fy, s.cx + fx), max(1.0, s.radius - 0.5))
-                  for k, s in enumerate(mouse.sources) if s.kind == "soma" and s.plane == plane]
+                  for k, s in enumerate(mouse.sources) if s.kind == RoiKind.SOMA and s.plane == plane]
         recall, precision, _ = match_rois(candidates, somata, iou=0.5)
         score = {"recall": recall, "precision": precision, "somata": len(somata), "candidates": len(candidates),
                  "bci_missing": missing, "true_fov_offset": [fy, fx]}

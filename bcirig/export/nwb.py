@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.export.common import ExportError, SessionData, load_session_data, summary_of
+from bcirig.processing.rois import RoiKind
 from bcirig.recording.integrity import open_session
 
 CODES = {
@@ -252,8 +253,8 @@ def build_nwbfile(data: SessionData, *, frames: Any = None, species: str = "Mus 
     for roi in data.rois:
         mask = np.zeros((height, width), np.float32)
         mask[roi.y, roi.x] = roi.w
-        table.add_roi(image_mask=mask, roi_name=roi.name, group=roi.group, kind=roi.kind,
-                      is_soma=roi.kind == "soma", is_dendrite=roi.kind == "dendrite", plane=int(roi.plane),
+        table.add_roi(image_mask=mask, roi_name=roi.name, group=roi.group, kind=str(roi.kind),
+                      is_soma=roi.kind == RoiKind.SOMA, is_dendrite=roi.kind == RoiKind.DENDRITE, plane=int(roi.plane),
                       parent_roi=roi.parent)
     region = table.create_roi_table_region(region=list(range(len(data.rois))), description="every bcirig ROI")
     ro = data.readout

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bcirig.export.common import SessionData, load_session_data
+from bcirig.processing.rois import RoiKind
 
 
 def _stat(roi: Any, height: int, width: int) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def _stat(roi: Any, height: int, width: int) -> dict[str, Any]:
         "radius": float(np.sqrt(len(y) / np.pi)),
         "overlap": np.zeros(len(y), bool),
         "iplane": int(roi.plane),
-        "name": roi.name, "group": roi.group, "kind": roi.kind, "parent": roi.parent,
+        "name": roi.name, "group": roi.group, "kind": str(roi.kind), "parent": roi.parent,
     }
 
 
@@ -63,7 +64,7 @@ def export_suite2p(session: str | Path | SessionData, out: str | Path) -> list[P
         np.save(folder / "stat.npy", stat, allow_pickle=True)
         np.save(folder / "F.npy", np.ascontiguousarray(ro["F"][:, idx].T.astype(np.float32)))
         np.save(folder / "Fneu.npy", np.ascontiguousarray(ro["neuropil"][:, idx].T.astype(np.float32)))
-        soma = np.array([r.kind == "soma" for r in rois], np.float64)
+        soma = np.array([r.kind == RoiKind.SOMA for r in rois], np.float64)
         np.save(folder / "iscell.npy", np.stack([soma, soma], axis=1))
         ops = {
             "Ly": int(height), "Lx": int(width), "nframes": len(ro["frame"]), "fs": data.frame_rate_hz,

@@ -39,6 +39,7 @@ import zmq
 
 from bcirig.bus import Publisher, Subscriber
 from bcirig.messages import Control, ControlAction, Heartbeat, Log, LogLevel, Message, NodeState, Topic
+from bcirig.modes import RunMode
 
 HEARTBEAT_S = 0.1
 DRAIN_TIMEOUT_S = 5.0
@@ -61,7 +62,7 @@ class NodeSpec:
     rig_path: str
     setup_path: str = ""
     session_path: str = ""
-    mode: str = "realtime"
+    mode: RunMode = RunMode.REALTIME
     options: dict[str, Any] = field(default_factory=dict)
 
     def save(self) -> Path:
@@ -73,7 +74,8 @@ class NodeSpec:
     @classmethod
     def load(cls, path: str | Path) -> NodeSpec:
         """Read a spec written by :meth:`save`."""
-        return cls(**json.loads(Path(path).read_text()))
+        d = json.loads(Path(path).read_text())
+        return cls(**{**d, "mode": RunMode(d.get("mode", RunMode.REALTIME))})
 
 
 class Node:

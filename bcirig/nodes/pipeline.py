@@ -28,6 +28,7 @@ from bcirig.acquisition.assembler import FrameAssembler, Volume
 from bcirig.acquisition.factory import make_source
 from bcirig.config import load_protocol, load_rig
 from bcirig.messages import Event, EventKind, Feedback, Frame, Message, Phase
+from bcirig.modes import RunMode
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.processing import Pipeline, RoiSet
 from bcirig.setup import Setup
@@ -46,12 +47,12 @@ class PipelineNode(Node):
         self.source: FrameSource = make_source(protocol, rig, day=int(spec.options.get("day", 1)),
                                                skip=int(spec.options.get("skip", 0)))
         self.closed_loop = self.source if isinstance(self.source, ClosedLoop) else None
-        if spec.mode == "lockstep" and not self.source.paced:
+        if spec.mode == RunMode.LOCKSTEP and not self.source.paced:
             raise ValueError(f"lockstep mode needs a paced source (the simulator); the rig's source "
                              f"'{rig.source.kind}' runs free: use --mode realtime")
         self.source.open()
         self.period = 1.0 / protocol.imaging.frame_rate_hz
-        self.lockstep = spec.mode == "lockstep"
+        self.lockstep = spec.mode == RunMode.LOCKSTEP
         self.awaiting = False  # lockstep: waiting for the verdict on the last frame
         self.awaiting_since = 0.0
         self.verdict_timeout_s = max(10.0, 10 * protocol.safety.frame_timeout_ms / 1000)

@@ -18,6 +18,6 @@ Modules, one job each:
 
 from bcirig.processing.decoders import DECODERS
 from bcirig.processing.pipeline import Pipeline, make_reference
-from bcirig.processing.rois import Roi, RoiError, RoiSet
+from bcirig.processing.rois import Roi, RoiError, RoiKind, RoiSet
 
-__all__ = ["DECODERS", "Pipeline", "Roi", "RoiError", "RoiSet", "make_reference"]
+__all__ = ["DECODERS", "Pipeline", "Roi", "RoiError", "RoiKind", "RoiSet", "make_reference"]

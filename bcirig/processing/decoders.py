@@ -39,7 +39,7 @@ from bcirig.decoder_params import (
     check_decoder_table,
     parse_decoder_table,
 )
-from bcirig.processing.rois import RoiError, RoiSet
+from bcirig.processing.rois import RoiError, RoiKind, RoiSet
 
 DECODERS: dict[str, type[Decoder]] = {}
 
@@ -95,7 +95,7 @@ class Decoder:
     def _bci_somata(self, group: str, key: str) -> np.ndarray:
         """Indices of soma ROIs of ``group`` on the BCI plane; RoiError if there are none."""
         plane = self.protocol.imaging.bci_plane
-        idx = self.rois.indices(group=group, kind="soma", plane=plane)
+        idx = self.rois.indices(group=group, kind=RoiKind.SOMA, plane=plane)
         if len(idx) == 0:
             known = sorted(set(self.rois.groups))
             raise RoiError(
@@ -226,7 +226,7 @@ class Pca(Decoder):
         if params.group:
             self.idx = self._bci_somata(params.group, "group")
         else:
-            self.idx = rois.indices(kind="soma", plane=protocol.imaging.bci_plane)
+            self.idx = rois.indices(kind=RoiKind.SOMA, plane=protocol.imaging.bci_plane)
             if len(self.idx) == 0:
                 raise RoiError(f"decoder 'pca': no soma ROI on the BCI plane {protocol.imaging.bci_plane}")
         if params.component >= len(self.idx):

@@ -89,7 +89,7 @@ from typing import Any
 
 import numpy as np
 
-from bcirig.processing.rois import KINDS, Roi, RoiError, RoiSet
+from bcirig.processing.rois import Roi, RoiError, RoiKind, RoiSet
 
 FORMAT = "bcirig-rois"
 VERSION = 1
@@ -174,13 +174,13 @@ def _roi_from_entry(path: Path, index: int, e: dict[str, Any]) -> Roi:
     if not isinstance(name, str) or not name:
         raise fail("name", f"a non-empty string is required, got {name!r}")
     texts = {}
-    for key, default in (("group", "none"), ("kind", "soma"), ("parent", "")):
+    for key, default in (("group", "none"), ("kind", RoiKind.SOMA.value), ("parent", "")):
         value = e.get(key, default)
         if not isinstance(value, str):
             raise fail(key, f"expected a string, got {value!r}")
         texts[key] = value
-    if texts["kind"] not in KINDS:
-        raise fail("kind", f"{texts['kind']!r} is not one of {', '.join(KINDS)}")
+    if texts["kind"] not in {k.value for k in RoiKind}:
+        raise fail("kind", f"{texts['kind']!r} is not one of {', '.join(RoiKind)}")
     if "plane" not in e:
         raise fail("plane", "required (0-based imaging plane)")
     plane = e["plane"]
@@ -298,7 +298,7 @@ def load_imagej_rois(path: str | Path, *, plane: int = 0, groups: Mapping[str, s
     for i, ((_, r), name) in enumerate(zip(entries, names, strict=True)):
         label = f"{p}: ROI #{i} ({name!r})"
         parent = name[:-1] if name.endswith("d") and name[:-1] in name_set else ""
-        kind = "dendrite" if parent else "soma"
+        kind = RoiKind.DENDRITE if parent else RoiKind.SOMA
         if name in given:
             group = given[name]
         elif parent in given:

@@ -8,13 +8,22 @@ the plane, in *reference* coordinates: the pipeline moves ROIs with the measured
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
 import numpy as np
 
-KINDS = ("soma", "dendrite")
+
+class RoiKind(enum.StrEnum):
+    """What an ROI is drawn on: a soma, or a dendrite of a named soma (recorded, not decoded)."""
+
+    SOMA = "soma"
+    DENDRITE = "dendrite"
+
+
+KINDS = tuple(RoiKind)
 
 
 class RoiError(ValueError):
@@ -28,7 +37,7 @@ class Roi:
     name: str
     plane: int
     group: str = "none"
-    kind: str = "soma"
+    kind: str = RoiKind.SOMA  # a RoiKind; a file's text is checked and made one (below)
     parent: str = ""
     y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), compare=False, repr=False)
     x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32), compare=False, repr=False)
@@ -40,11 +49,12 @@ class Roi:
     def __post_init__(self) -> None:
         if not self.name:
             raise RoiError("an ROI needs a non-empty name")
-        if self.kind not in KINDS:
-            raise RoiError(f"ROI {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.kind not in {k.value for k in RoiKind}:
+            raise RoiError(f"ROI {self.name!r}: kind {self.kind!r} is not one of {', '.join(RoiKind)}")
+        object.__setattr__(self, "kind", RoiKind(self.kind))  # stages compare members
         if self.plane < 0:
             raise RoiError(f"ROI {self.name!r}: plane {self.plane} is negative (planes are 0-based)")
-        if self.kind == "dendrite" and not self.parent:
+        if self.kind == RoiKind.DENDRITE and not self.parent:
             raise RoiError(f"ROI {self.name!r}: a dendrite needs parent = the name of its soma")
         n = len(self.y)
         if len(self.x) != n or len(self.w) != n:
@@ -58,7 +68,7 @@ class Roi:
     @classmethod
     def disk(
         cls, name: str, plane: int, center_yx: tuple[float, float], radius: float,
-        group: str = "none", kind: str = "soma", parent: str = "",
+        group: str = "none", kind: str = RoiKind.SOMA, parent: str = "",
     ) -> Roi:
         """All pixels whose centre lies within ``radius`` of ``center_yx``."""
         cy, cx = float(center_yx[0]), float(center_yx[1])
@@ -73,7 +83,7 @@ class Roi:
     @classmethod
     def polygon(
         cls, name: str, plane: int, vertices_yx: Sequence[Sequence[float]] | np.ndarray,
-        group: str = "none", kind: str = "soma", parent: str = "",
+        group: str = "none", kind: str = RoiKind.SOMA, parent: str = "",
     ) -> Roi:
         """All pixels whose centre lies inside the polygon (even-odd rule), as drawn in CLOOSE."""
         v = np.asarray(vertices_yx, dtype=np.float64)
@@ -89,7 +99,7 @@ class Roi:
     @classmethod
     def mask(
         cls, name: str, plane: int, weights: np.ndarray,
-        group: str = "none", kind: str = "soma", parent: str = "",
+        group: str = "none", kind: str = RoiKind.SOMA, parent: str = "",
     ) -> Roi:
         """A weighted pixel mask the size of the plane; pixels with weight 0 are outside the ROI."""
         wts = np.asarray(weights, dtype=np.float64)
@@ -159,7 +169,7 @@ class RoiSet(Sequence[Roi]):
                 raise RoiError(f"ROI {roi.name!r} appears twice; ROI names must be unique")
             seen.add(roi.name)
         for roi in self._rois:
-            if roi.kind == "dendrite" and roi.parent not in seen:
+            if roi.kind == RoiKind.DENDRITE and roi.parent not in seen:
                 raise RoiError(f"ROI {roi.name!r}: parent soma {roi.parent!r} is not in the ROI set")
 
     def __len__(self) -> int:

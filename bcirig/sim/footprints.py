@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bcirig.config import Protocol
+from bcirig.processing.rois import RoiKind
 from bcirig.schema import ConfigError
 from bcirig.sim.config import SimConfig
 
@@ -23,7 +24,7 @@ class Source:
     """One fluorescent source: which unit drives it, kind, plane, centre, radius, resting brightness."""
 
     unit: int
-    kind: str  # "soma" or "dendrite"
+    kind: RoiKind
     plane: int
     cy: float
     cx: float
@@ -94,7 +95,7 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
                 "fewer ROIs, a larger imaging.height and width, or a smaller simulation.soma_radius_px",
             )
         cy, cx = found
-        sources.append(Source(u, "soma", im.bci_plane, cy, cx, r, cfg.soma_counts, names[u], group_of[u]))
+        sources.append(Source(u, RoiKind.SOMA, im.bci_plane, cy, cx, r, cfg.soma_counts, names[u], group_of[u]))
     dplane = dendrite_plane(protocol)
     if dplane is not None:
         for u in range(n_bci):
@@ -103,7 +104,7 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
             cy = float(np.clip(cy, edge, im.height - 1 - edge))
             cx = float(np.clip(cx, edge, im.width - 1 - edge))
             taken[dplane].append((cy, cx))
-            sources.append(Source(u, "dendrite", dplane, cy, cx, 0.6 * r, cfg.dendrite_counts,
+            sources.append(Source(u, RoiKind.DENDRITE, dplane, cy, cx, 0.6 * r, cfg.dendrite_counts,
                                   f"{s.name}d", s.group, s.name))
     others = rng.permutation(np.arange(n_bci, n_units))
     k = 0
@@ -115,7 +116,7 @@ def place_sources(protocol: Protocol, cfg: SimConfig, n_bci: int, n_units: int, 
             if found is None:
                 break  # the frame is full: fewer other neurons, never an error
             cy, cx = found
-            sources.append(Source(int(others[k]), "soma", plane, cy, cx, r, cfg.soma_counts))
+            sources.append(Source(int(others[k]), RoiKind.SOMA, plane, cy, cx, r, cfg.soma_counts))
             k += 1
     return sources
 
@@ -128,7 +129,7 @@ def footprint(src: Source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     d = np.hypot(yy - src.cy, xx - src.cx)
     w = np.clip(r + 0.5 - d, 0.0, 1.0)
-    if src.kind == "soma":
+    if src.kind == RoiKind.SOMA:
         w = np.where(d < 0.5 * r, 0.6 * w, w)  # GCaMP is cytosolic: the nucleus is dimmer
     keep = w > 0
     return yy[keep].astype(np.int64), xx[keep].astype(np.int64), w[keep]
@@ -153,7 +154,7 @@ def background(protocol: Protocol, cfg: SimConfig, seed: int, pad: int) -> np.nd
     n_dim = int(im.height * im.width / (16 * r * r))
     for p in range(im.planes):
         for _ in range(n_dim):
-            src = Source(-1, "soma", p, rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[2] - 1), r, 0.0)
+            src = Source(-1, RoiKind.SOMA, p, rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[2] - 1), r, 0.0)
             y, x, w = footprint(src)
             ok = (y >= 0) & (y < shape[1]) & (x >= 0) & (x < shape[2])
             img[p, y[ok], x[ok]] += 0.3 * cfg.soma_counts * w[ok]

@@ -18,6 +18,7 @@ import numpy as np
 from bcirig.config import FeedbackKind, Protocol
 from bcirig.interfaces import SimFrame
 from bcirig.messages import Feedback, TrialState
+from bcirig.processing.rois import RoiKind
 from bcirig.sim.brain import CONTEXT, Brain, MouseState, fresh_state, is_trial_end, sense
 from bcirig.sim.config import SimConfig, SimLevel
 from bcirig.sim.footprints import dendrite_plane, fov_offset, motion_margin, place_sources
@@ -52,7 +53,7 @@ class SimulatedMouse:
         n_bci = self.brain.anatomy.n_bci
         self.sources = place_sources(protocol, config, n_bci, self.brain.anatomy.n, state.anatomy_seed)
         self.src_unit = np.array([s.unit for s in self.sources], np.intp)
-        self.src_dendrite = np.array([s.kind == "dendrite" for s in self.sources])
+        self.src_dendrite = np.array([s.kind == RoiKind.DENDRITE for s in self.sources])
         self.dend_unit = self.src_unit[self.src_dendrite]
         self.bci_sources = np.array([k for k, s in enumerate(self.sources) if s.name], np.intp)
         somata = ~self.src_dendrite
@@ -133,7 +134,7 @@ class SimulatedMouse:
                 if not s.name:
                     continue
                 radius = max(1.0, s.radius - 0.5)
-                if s.kind == "dendrite" and not self.protocol.rois.dendrites:
+                if s.kind == RoiKind.DENDRITE and not self.protocol.rois.dendrites:
                     continue
                 rois.append(Roi.disk(s.name, s.plane, (s.cy, s.cx), radius, group=s.group, kind=s.kind,
                                      parent=s.parent))
