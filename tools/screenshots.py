@@ -102,7 +102,7 @@ class ShootingConsole(ConsoleNode):
                 self.app.processEvents()
                 time.sleep(0.02)
             x, y, w, h = geometry
-            screen.grabWindow(0, x, y, w, h).save(str(out_dir() / "display.png"))
+            screen.grabWindow(0, x, y, w, h).save(str(out_dir() / "display.png"))  # type: ignore[arg-type]  # 0: the root
             self.window.show()
         self.send_request("stop", 0.0)
 

@@ -7,9 +7,10 @@ hears only heartbeats and the supervisor's control messages. Requests go to the 
 node's DEALER (the socket it reported READY on) and the supervisor's answers come back on it. The
 window is redrawn at most at the screen rate, and at most ``REFRESH_CAP_HZ`` times a second.
 
-The console runs at the idle scheduling class (Linux ``SCHED_IDLE``, its threads included): it gets a core
-only when the loop's processes leave one free, so drawing never delays a frame's decision; on a loaded
-machine it lags (its queue drops stale data) instead of the loop.
+In realtime sessions the console runs at the idle scheduling class (Linux ``SCHED_IDLE``, its threads
+included): it gets a core only when the loop's processes leave one free, so drawing never delays a frame's
+decision; on a loaded machine it lags (its queue drops stale data) instead of the loop. Lockstep keeps the
+ordinary class (nice 10): there the loop takes every free cycle and there is no deadline to protect.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class ConsoleNode(Node):
     """Feeds the Console window from its receiver thread and sends the operator's requests."""
 
     def __init__(self, spec: NodeSpec) -> None:
-        if spec.options.get("idle_priority", True) and hasattr(os, "SCHED_IDLE"):  # before any thread starts
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        if spec.options.get("idle_priority", spec.mode == "realtime") and hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # before any thread starts: all inherit
         data_topics = list(spec.topics)
         super().__init__(dataclasses.replace(spec, topics=[]))  # data comes through the link's thread
         from bcirig.gui.console import Console
