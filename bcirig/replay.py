@@ -20,6 +20,7 @@ A session recorded without frames is replayed from its recorded F and neuropil o
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -41,6 +42,14 @@ from bcirig.processing import Pipeline, RoiSet
 from bcirig.recording import SessionFile
 from bcirig.recording.integrity import open_session
 from bcirig.schema import ConfigError
+
+
+class ReplayLevel(enum.StrEnum):
+    """What a replay starts from: the recorded frames, or (none recorded) the recorded F and neuropil."""
+
+    FRAMES = "frames"
+    TRACES = "traces"
+
 
 # Every column a decision came from, in the order the data passes them.
 READOUT_COLUMNS = ("valid", "shift", "corr", "F", "neuropil", "F0", "dff", "readout_raw", "readout")
@@ -136,13 +145,13 @@ class Run:
     pipeline: Pipeline | None = None
     frames: int = 0
     seconds: float = 0.0
-    level: str = "frames"
+    level: ReplayLevel = ReplayLevel.FRAMES
 
 
 def _run(sf: SessionFile, rec: Recorded, protocol: Protocol, progress: TextIO | None, chunk: int = 256,
          stop_when_done: bool = False) -> Run:
     """Recorded frames (or, without frames, recorded F and neuropil) through a Pipeline and a Task."""
-    run = Run(level="frames" if rec.has_frames else "traces")
+    run = Run(level=ReplayLevel.FRAMES if rec.has_frames else ReplayLevel.TRACES)
     run.pipeline = pipeline = Pipeline(protocol, RoiSet.from_arrays(rec.rois), rec.reference)
     run.task = task = Task(protocol, carried=rec.carried or None)
     ro_row = {int(f): i for i, f in enumerate(rec.readout["frame"])}
@@ -211,7 +220,7 @@ class ReplayReport:
 
     path: str
     frames: int = 0
-    level: str = "frames"
+    level: ReplayLevel = ReplayLevel.FRAMES
     readouts_compared: int = 0
     readout_mismatches: int = 0  # frames on which any readout column differs
     decisions_compared: int = 0
@@ -245,7 +254,7 @@ class ReplayReport:
     def text(self) -> str:
         """Human-readable verdict."""
         verdict = "IDENTICAL" if self.identical else "DIFFERENT"
-        source = "frames" if self.level == "frames" else "recorded F and neuropil (no frames were recorded)"
+        source = "frames" if self.level == ReplayLevel.FRAMES else "recorded F and neuropil (no frames were recorded)"
         lines = [
             f"Replay of {self.path}: {verdict}",
             f"  frames replayed {self.frames} from {source} at {self.frames_per_s:,.0f} frames/s",
@@ -358,7 +367,7 @@ def compare(rec: Recorded, run: Run) -> ReplayReport:
     frames = ro["frame"][rows]
     theirs = {c: ro[c][rows] for c in READOUT_COLUMNS if c in ro}
     mine = {c: _readout_column(run.readouts, c) for c in READOUT_COLUMNS}
-    columns = READOUT_COLUMNS if run.level == "frames" else tuple(c for c in READOUT_COLUMNS
+    columns = READOUT_COLUMNS if run.level == ReplayLevel.FRAMES else tuple(c for c in READOUT_COLUMNS
                                                                   if c not in (*TRACE_INPUTS, "shift", "corr"))
     rep.readouts_compared = len(rows)
     rep.readout_mismatches = int(_compare_rows(rep, "readout", columns, mine, theirs, frames).sum())
@@ -583,7 +592,7 @@ class WhatIfReport:
     first_different_frame: int  # -1 when every decision is the same
     rewards_recorded: int
     rewards_what_if: int
-    level: str = "frames"
+    level: ReplayLevel = ReplayLevel.FRAMES
 
     @property
     def totals(self) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,8 @@ from bcirig.messages import (
     ControlAction,
     Feedback,
     Heartbeat,
+    Log,
+    LogLevel,
     NodeState,
     Phase,
     Presentation,
@@ -115,8 +117,8 @@ def _run(run_dir: Path, frames: int, rate_hz: float, size: tuple[int, int], env:
             while (msg := sub.recv()) is not None:
                 if isinstance(msg, Presentation):
                     records.append(msg)
-                elif getattr(msg, "level", "") == "info" and not opened:
-                    opened = getattr(msg, "text", "")
+                elif isinstance(msg, Log) and msg.level == LogLevel.INFO and not opened:
+                    opened = msg.text
 
     try:
         deadline = time.monotonic() + timeout_s

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bcirig.config import SourceKind
 from bcirig.export.common import ExportError, SessionData, load_session_data, summary_of
 from bcirig.processing.rois import RoiKind
 from bcirig.recording.integrity import open_session
@@ -148,7 +149,7 @@ SIMULATED_DEFAULTS = {  # what a simulated subject stands for; a real one's meta
 
 def is_simulated(data: SessionData) -> bool:
     """Whether the session's frames came from a simulated mouse."""
-    return "sim_rule" in data.attrs or _rig_kind(data.rig_text) == "simulated"
+    return "sim_rule" in data.attrs or _rig_kind(data.rig_text) == SourceKind.SIMULATED
 
 
 def build_nwbfile(data: SessionData, *, frames: Any = None, species: str = "Mus musculus", sex: str = "U",
@@ -228,7 +229,7 @@ def build_nwbfile(data: SessionData, *, frames: Any = None, species: str = "Mus 
                 data=H5DataIO(it, compression="gzip", compression_opts=4, chunks=(1, height, width)),
                 description=f"raw frames of plane {p}, (frames, height, width)", **_timing(data.time_of(idx), rate),
             ))
-    elif _rig_kind(data.rig_text) == "tiff":
+    elif _rig_kind(data.rig_text) == SourceKind.TIFF:
         import tomllib
 
         tiff = tomllib.loads(data.rig_text).get("source", {}).get("tiff", {})

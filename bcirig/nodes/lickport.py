@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bcirig.config import LickportConfig, load_rig
+from bcirig.config import LickportConfig, LickportKind, load_rig
 from bcirig.devices import LickportError, LickportStatus, ZaberLickport, ZaberStageModel, ZaberTwin, open_lickport
 from bcirig.messages import Feedback, LickportPosition, Message, Phase
 from bcirig.nodes.base import HEARTBEAT_S, Node, NodeSpec
@@ -59,7 +59,7 @@ TWIN_START_MM = 1.0  # where the simulated stage's carriage was left: homing is 
 @contextlib.contextmanager
 def open_stage(cfg: LickportConfig) -> Iterator[ZaberLickport]:
     """The rig's stage, limits applied; ``simulated``: the twin on a pty in this process, opened as a serial port."""
-    if cfg.kind != "simulated":
+    if cfg.kind != LickportKind.SIMULATED:
         with open_lickport(cfg) as stage:
             yield stage
         return
@@ -67,7 +67,7 @@ def open_stage(cfg: LickportConfig) -> Iterator[ZaberLickport]:
     model = ZaberStageModel(device=cfg.device, travel_microsteps=travel,
                             start_microsteps=TWIN_START_MM * 1000 / cfg.um_per_microstep)
     with ZaberTwin(model) as twin:
-        serial_cfg = dataclasses.replace(cfg, kind=type(cfg.kind)("serial"), port=twin.pty_path)
+        serial_cfg = dataclasses.replace(cfg, kind=LickportKind.SERIAL, port=twin.pty_path)
         with open_lickport(serial_cfg) as stage:
             yield stage
 
