@@ -40,7 +40,7 @@ def endpoints(run_dir: Path, names: Iterable[str], bus: BusConfig) -> dict[str, 
 class Publisher:
     """A node's PUB socket; stamps sequence numbers and the publisher's name."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, src: str, hwm: int = SNDHWM) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, src: str, hwm: int = SNDHWM) -> None:
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 2000)
@@ -68,7 +68,8 @@ class Subscriber:
     """A SUB socket over several publishers; decodes, counts received messages, gaps and wire errors."""
 
     def __init__(
-        self, ctx: zmq.Context, endpoints: Iterable[str], topics: Iterable[Topic | str], *, rcvhwm: int = 0
+        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoints: Iterable[str], topics: Iterable[Topic | str], *,
+        rcvhwm: int = 0,
     ) -> None:
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)

@@ -451,7 +451,7 @@ class Supervisor:
         """End a running session cleanly from another thread: STOP, drain, close the file."""
         self.stop_requested = reason
 
-    def _poll_messages(self, sub: Subscriber, timeout_ms: float) -> list[Any]:
+    def _poll_messages(self, sub: Subscriber, timeout_ms: int) -> list[Any]:
         out = []
         if sub.sock.poll(timeout_ms):
             while (msg := sub.recv()) is not None:
@@ -499,7 +499,7 @@ class Supervisor:
                                 "the session goes on without it\n")
             self.progress.flush()
 
-    def _serve_operator(self, router: zmq.Socket, pub: Publisher | None, running: bool) -> None:
+    def _serve_operator(self, router: zmq.Socket[bytes], pub: Publisher | None, running: bool) -> None:
         """Answer every waiting console request; broadcast the accepted ones (bcirig.control_plane)."""
         while router.poll(0):
             parts = router.recv_multipart()
@@ -518,7 +518,7 @@ class Supervisor:
                 self.request_stop(f"stopped by the operator ({ident.decode(errors='replace')})")
             router.send_multipart([ident, *answer.encode()])
 
-    def _await_ready(self, pub: Publisher, router: zmq.Socket, sub: Subscriber) -> None:
+    def _await_ready(self, pub: Publisher, router: zmq.Socket[bytes], sub: Subscriber) -> None:
         ready: set[str] = set()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while ready < set(self.nodes) - self.lost_displays:
@@ -537,7 +537,7 @@ class Supervisor:
                 missing = ", ".join(sorted(set(self.nodes) - ready))
                 raise SessionError(f"nodes not ready after {STARTUP_TIMEOUT_S:.0f} s: {missing}")
 
-    def _monitor(self, pub: Publisher, sub: Subscriber, router: zmq.Socket | None = None) -> None:
+    def _monitor(self, pub: Publisher, sub: Subscriber, router: zmq.Socket[bytes] | None = None) -> None:
         started = time.monotonic()
         self.last_seen = {n: started for n in self.nodes if n not in self.lost_displays}
         next_beat = next_print = 0.0

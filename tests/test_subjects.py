@@ -19,6 +19,7 @@ from bcirig.acquisition.assembler import FrameAssembler
 from bcirig.acquisition.simulated import SimulatedSource, make_mouse
 from bcirig.cli import main
 from bcirig.config import load_rig, parse_protocol
+from bcirig.processing import Roi
 from bcirig.recording import SessionFile
 from bcirig.replay import replay
 from bcirig.setup import PreviousSetup, RoiChoice, Setup, SetupError, SetupPhase, parse_choose
@@ -204,7 +205,7 @@ def test_replay_of_a_session_whose_rois_were_detected_is_identical(three_days: P
     assert rep.identical, rep.text()
 
 
-def _true_rois(text: str) -> list:
+def _true_rois(text: str) -> list[Roi]:
     protocol = parse_protocol(text, "t.toml")
     return list(make_mouse(protocol, load_rig(RIG)).rois())
 

@@ -3,12 +3,13 @@
 import dataclasses
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bcirig.config import parse_protocol
-from bcirig.control import Task, calibrate, carry_state
+from bcirig.control import CalibrationResult, Task, calibrate, carry_state
 from bcirig.control.calibration import NOISE_MARGIN_SE, quantile_standard_error
 from bcirig.messages import Readout
 from tests.conftest import protocol_text
@@ -23,8 +24,8 @@ def _baseline(seed: int, frames: int = 3000) -> np.ndarray:
     return x + np.where(rng.random(frames) < 0.01, rng.exponential(1.0, frames), 0.0)
 
 
-def _days(rule: str, days: int = 14, pool_days: int = 5) -> list:
-    carried: dict = {}
+def _days(rule: str, days: int = 14, pool_days: int = 5) -> list[CalibrationResult]:
+    carried: dict[str, Any] = {}
     out = []
     for d in range(days):
         res = calibrate(_baseline(100 + d), window_frames=WINDOW, n_windows=N_WINDOWS, target_fraction=TARGET,
@@ -123,7 +124,7 @@ def test_a_fixed_threshold_is_used_as_given_and_its_window_fraction_reported() -
     assert res.threshold_today != 0.8  # today's calibration is still computed and reported
 
 
-def _run_baseline(text: str, carried: dict | None = None) -> Task:
+def _run_baseline(text: str, carried: dict[str, Any] | None = None) -> Task:
     task = Task(parse_protocol(text), carried=carried)
     rng = np.random.default_rng(4)
     for i in range(100):

@@ -14,6 +14,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -220,7 +221,7 @@ def test_choose_groups_names_the_chosen_candidates_by_group() -> None:
         ({"": [1]}, r"non-empty name"),
     ],
 )
-def test_choose_groups_errors(groups: dict, match: str) -> None:
+def test_choose_groups_errors(groups: dict[str, Any], match: str) -> None:
     with pytest.raises(RoiError, match=match):
         choose_groups(candidates(8), groups, plane=0)
 

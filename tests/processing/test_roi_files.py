@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,7 +140,7 @@ def test_imagej_unreadable_files_say_so(tmp_path: Path) -> None:
 
 
 # ============================================================================================ suite2p
-def write_suite2p(folder: Path, *, overlap: bool = False, allow_overlap: bool | None = None) -> list[dict]:
+def write_suite2p(folder: Path, *, overlap: bool = False, allow_overlap: bool | None = None) -> list[dict[str, Any]]:
     """A plane folder in suite2p's layout: stat.npy (object array of dicts), iscell.npy, ops.npy (dict)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(3)
@@ -155,7 +156,7 @@ def write_suite2p(folder: Path, *, overlap: bool = False, allow_overlap: bool | 
         stat.append(entry)
     np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
     np.save(folder / "iscell.npy", np.array([[1.0, 0.93], [0.0, 0.12], [1.0, 0.71]]))
-    ops: dict = {"Ly": 64, "Lx": 80, "meanImg": rng.uniform(100, 200, (64, 80)).astype(np.float32)}
+    ops: dict[str, Any] = {"Ly": 64, "Lx": 80, "meanImg": rng.uniform(100, 200, (64, 80)).astype(np.float32)}
     if allow_overlap is not None:
         ops["allow_overlap"] = allow_overlap
     np.save(folder / "ops.npy", ops, allow_pickle=True)  # type: ignore[arg-type]
