@@ -14,7 +14,7 @@ from bcirig.recording import SessionWriter
 from bcirig.setup import Setup
 from bcirig.summary import session_summary
 
-CONSOLE_SILENT_S = 1.0  # the console's heartbeat is 10 Hz: this long without one, it is gone
+CONSOLE_SILENT_S = 3.0  # the console beats at 10 Hz (slower while it draws): this long without one, it is gone
 
 
 class RecorderNode(Node):
