@@ -55,9 +55,9 @@ class ReplayLevel(enum.StrEnum):
 READOUT_COLUMNS = ("valid", "shift", "corr", "F", "neuropil", "F0", "dff", "readout_raw", "readout")
 TRACE_INPUTS = ("F", "neuropil")  # what a traces-level replay takes from the recording
 FEEDBACK_COLUMNS = ("phase", "state", "trial", "trial_frame", "screen", "angle_deg", "sound", "tone_hz", "reward",
-                    "opto", "readout_norm", "threshold")
+                    "opto", "readout_norm", "threshold", "lickport_mm", "lickport_speed_mm_s")
 DECISION_COLUMNS = ("phase", "state", "trial", "screen", "angle_deg", "reward")  # shown in a mismatch line
-COMMAND_COLUMNS = ("frame", "command_id", "action", "reward_ul", "opto_ms")
+COMMAND_COLUMNS = ("frame", "command_id", "action", "reward_ul", "opto_ms", "open_ms")
 TRIAL_COLUMNS = ("trial", "start_frame", "outcome", "outcome_frame", "frames", "reward_frame", "phase", "catch")
 FIXED_BY_RECORDING = ("imaging", "rois", "simulation", "setup")  # tables a replay cannot change
 
@@ -393,7 +393,7 @@ def compare(rec: Recorded, run: Run) -> ReplayReport:
     unmatched = len(normal) - len(matched)
     idx = np.array(matched, np.intp)
     mine_fb = [mine_by_frame[int(fb["frame"][i])] for i in matched]
-    theirs_fb = {c: fb[c][idx] for c in FEEDBACK_COLUMNS}
+    theirs_fb = {c: fb[c][idx] for c in FEEDBACK_COLUMNS if c in fb}  # older files lack the newer columns
     mine_cols = {c: _feedback_column(mine_fb, c) for c in FEEDBACK_COLUMNS}
     rep.decisions_compared = len(matched)
     rep.decision_mismatches = int(_compare_rows(rep, "feedback", FEEDBACK_COLUMNS, mine_cols, theirs_fb,
@@ -407,7 +407,7 @@ def compare(rec: Recorded, run: Run) -> ReplayReport:
             rep.safe_stop_identical = not len(safe_rows) and run.safe_feedback is None
         else:
             mine_safe = {c: _feedback_column([run.safe_feedback] * len(safe_rows), c) for c in FEEDBACK_COLUMNS}
-            theirs_safe = {c: fb[c][safe_rows] for c in FEEDBACK_COLUMNS}
+            theirs_safe = {c: fb[c][safe_rows] for c in FEEDBACK_COLUMNS if c in fb}
             bad = _compare_rows(rep, "feedback(safe stop)", FEEDBACK_COLUMNS, mine_safe, theirs_safe,
                                 fb["frame"][safe_rows])
             rep.safe_stop_identical = not bad.any()
@@ -425,6 +425,7 @@ def compare(rec: Recorded, run: Run) -> ReplayReport:
             "action": np.array([c.action.value.encode() for c in run.commands], "S32"),
             "reward_ul": np.array([c.reward_ul for c in run.commands], np.float64),
             "opto_ms": np.array([c.opto_ms for c in run.commands], np.float64),
+            "open_ms": np.array([c.open_ms for c in run.commands], np.float64),
         }
         rep.commands_identical = not _compare_rows(rep, "commands", COMMAND_COLUMNS, mine_cm, cm, cm["frame"]).any()
     # calibration windows (the resampled starts and their maxima)
