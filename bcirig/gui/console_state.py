@@ -120,7 +120,8 @@ class ConsoleState:
         c = np.concatenate([[0.0], np.cumsum(hits)])
         k = np.arange(1, hits.size + 1)
         lo = np.maximum(0, k - window)
-        return (c[k] - c[lo]) / (k - lo)
+        rate: np.ndarray = (c[k] - c[lo]) / (k - lo)
+        return rate
 
     # ------------------------------------------------------------------ input
     def on_readout(self, msg: Readout) -> None:

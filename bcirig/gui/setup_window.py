@@ -124,7 +124,8 @@ class SetupWindow(QWidget):
 
     def scene_point(self, y: float, x: float) -> QPointF:
         """Image pixel (y, x) as a scene position (the inverse of :meth:`image_point`)."""
-        return self.box.mapViewToScene(QPointF(x + 0.5, y + 0.5))
+        point: QPointF = self.box.mapViewToScene(QPointF(x + 0.5, y + 0.5))  # pyqtgraph is untyped
+        return point
 
     def _clicked(self, event: Any) -> None:
         y, x = self.image_point(event.scenePos())

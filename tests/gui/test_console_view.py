@@ -29,7 +29,8 @@ def rgb(img: QImage, p: QPoint) -> tuple[int, int, int]:
 def image_pixel_on_screen(c: Console, y: float, x: float) -> QPoint:
     """Where image pixel (y, x)'s centre is drawn, in the console's own coordinates."""
     scene = c.image_box.mapViewToScene(QPointF(x + 0.5, y + 0.5))
-    return c.image_view.mapTo(c, c.image_view.mapFromScene(scene))
+    point: QPoint = c.image_view.mapTo(c, c.image_view.mapFromScene(scene))
+    return point
 
 
 def fed_console() -> Console:
