@@ -228,6 +228,11 @@ class FeedbackConfig:
                                       doc="lickport: speed toward the mouse while the readout is at the threshold; "
                                           "proportional to the readout above the baseline minimum, never backward")
     lickport_retract_mm_s: float = spec(10.0, min=0.001, max=1000.0, doc="lickport: speed back to the start in the ITI")
+    lickport_max_speed_mm_s: float = spec(7.0, min=0.001, max=1000.0,
+                                          doc="lickport: the task never asks for more (at most the rig's stage "
+                                              "top speed, which preflight checks); calibration's window sums "
+                                              "ignore this cap, so a capped protocol's calibrated chance is an "
+                                              "upper bound")
     # The grating as drawn (bcirig.gui.gl_display); the orientation comes from each frame's feedback.
     spatial_freq_cpd: float = spec(0.04, min=0.001, max=2.0,
                                    doc="grating spatial frequency, cycles per degree of visual angle at the screen "

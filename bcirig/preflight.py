@@ -63,6 +63,11 @@ def _check_lickport(protocol: Protocol, rig: Rig) -> None:
     if rig.lickport.kind is LickportKind.NONE:
         raise ConfigError(file, "feedback.kind", fb.kind.value, "a feedback this rig has: its [lickport] kind is "
                           "'none' (hardware/rigs/sim-lickport.toml is a simulated rig with one)")
+    for key in ("lickport_max_speed_mm_s", "lickport_retract_mm_s"):
+        if getattr(fb, key) > rig.lickport.max_speed_mm_s:
+            raise ConfigError(file, f"feedback.{key}", getattr(fb, key),
+                              f"<= the rig's lickport.max_speed_mm_s ({rig.lickport.max_speed_mm_s:g}): the stage "
+                              "could not keep up, and a hit would be declared before the port arrived")
     travel = rig.lickport.max_mm - rig.lickport.min_mm
     if fb.lickport_travel_mm > travel + 1e-9:
         raise ConfigError(file, "feedback.lickport_travel_mm", fb.lickport_travel_mm,

@@ -617,6 +617,7 @@ class Task:
         """Move the port toward the mouse at a speed proportional to the readout; returns the speed."""
         fb = self.p.feedback
         speed = fb.lickport_speed_mm_s * max(norm, 0.0) / threshold if math.isfinite(norm) and threshold > 0 else 0.0
+        speed = min(speed, fb.lickport_max_speed_mm_s)
         self.lickport_mm = min(fb.lickport_travel_mm, self.lickport_mm + speed / self.p.imaging.frame_rate_hz)
         return speed
 
