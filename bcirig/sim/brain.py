@@ -208,7 +208,7 @@ class Brain:
 
     def __init__(self, cfg: SimConfig, protocol: Protocol, state: MouseState, seed: int) -> None:
         self.cfg = cfg
-        self.anatomy, _ = build_anatomy(cfg, protocol, state.anatomy_seed)
+        self.anatomy, w_naive = build_anatomy(cfg, protocol, state.anatomy_seed)
         frame_rate_hz = protocol.imaging.frame_rate_hz
         a = self.anatomy
         if state.w_rec.shape != (a.n, a.n):
@@ -226,6 +226,11 @@ class Brain:
         self.x = np.zeros(a.n)
         self.elig = np.zeros((a.n_bci, len(a.plastic)))
         self.instructive = np.zeros(a.n_bci)  # the dendritic signal s_i * delta, low-passed (for optics)
+        # Engagement: how much the mouse uses what it learned, tracking whether its hits still earn rewards
+        # (simulation.contingency_trials; 1 = always, the default). The learned part of the plastic synapses
+        # is what it scales, so an unengaged mouse's readout has its naive statistics.
+        self.engagement = 1.0
+        self.w_naive_plastic = w_naive[: a.n_bci][:, a.plastic].copy()
         self.updates = 0
         self.abs_change = 0.0
         # Block noise draws: one generator call per 256 frames instead of per frame (speed).
@@ -247,6 +252,10 @@ class Brain:
         self.xi *= self.xi_decay
         self.xi += self.xi_scale * self._draw()
         x = self.w @ self.r
+        if self.engagement < 1.0:
+            nb, plastic = a.n_bci, a.plastic
+            learned = self.w[:nb, plastic] - self.w_naive_plastic
+            x[:nb] -= (1.0 - self.engagement) * (learned @ self.r[plastic])
         x += a.w_in @ u
         x += a.bias
         x += self.xi
@@ -266,6 +275,14 @@ class Brain:
             self.elig += np.outer(post * self.dt, self.r[a.plastic])
         self.instructive *= 0.9
         return self.r
+
+    def hit_end(self, rewarded: bool) -> None:
+        """A hit's hold ended, with or without its reward: engagement follows the contingency."""
+        n = self.cfg.contingency_trials
+        if n > 0:
+            self.engagement += ((1.0 if rewarded else 0.0) - self.engagement) / n
+        if not rewarded:
+            self.omission()
 
     def omission(self) -> None:
         """A hit whose reward never came: the opposite instructive signal, ``omission_signal`` strong."""

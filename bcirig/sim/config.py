@@ -57,6 +57,11 @@ class SimConfig:
     value_trials: float = spec(10.0, min=1.0, max=10000.0, doc="reward-expectation averaging, in trials")
     max_weight: float = spec(0.1, min=0.0, max=100.0, doc="bound on |w| of a plastic synapse onto a BCI unit")
     block_fraction: float = spec(1.0, min=0.0, max=1.0, doc="'blocked' rule: share of the dendritic signal removed")
+    contingency_trials: float = spec(0.0, min=0.0, max=10000.0,
+                                     doc="engagement: how much the mouse uses what it learned follows whether its "
+                                         "hits are rewarded, averaged over about this many hits (Clancy 2014: "
+                                         "performance falls when the contingency is degraded and returns when it "
+                                         "is reinstated); 0 = always fully engaged")
     omission_signal: float = spec(0.0, min=0.0, max=10.0,
                                   doc="vectorized / blocked: a hit whose reward never came (a degradation phase's "
                                       "hits) sends this much of the opposite instructive signal, so an uncoupled "

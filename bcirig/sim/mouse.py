@@ -173,12 +173,11 @@ class SimulatedMouse:
         cfg = self.config
         outcome = is_trial_end(self.prev, feedback) if feedback is not None else None
         delta = self.brain.outcome(outcome) if outcome is not None else float("nan")
-        if feedback is not None:  # a hit whose hold ends without the reward (degradation): an omission
+        if feedback is not None:  # a hit's hold ended: was it rewarded (degradation: no, an omission)
             if feedback.state is TrialState.HIT_HOLD:
                 self.hold_rewarded = self.hold_rewarded or feedback.reward
             elif self.prev is not None and self.prev.state is TrialState.HIT_HOLD:
-                if not self.hold_rewarded:
-                    self.brain.omission()
+                self.brain.hit_end(self.hold_rewarded)
                 self.hold_rewarded = False
         if feedback is not None and feedback.reward:
             self.since_reward_s = 0.0
