@@ -29,13 +29,18 @@ from bcirig.messages import Frame, Message, Topic
 
 QUEUE = 2000  # messages kept for the window; the oldest go first
 POLL_MS = 100
+IMAGE_HZ = 5.0  # live images taken per second: the subscription to frames is opened for one frame at a time
 
 
 class ConsoleLink:
     """Subscribes to ``endpoints`` on a thread; the window takes the newest image and messages."""
 
-    def __init__(self, endpoints: list[str], topics: list[str], *, plane: int = 0, queue: int = QUEUE) -> None:
+    def __init__(self, endpoints: list[str], topics: list[str], *, plane: int = 0, queue: int = QUEUE,
+                 image_hz: float = IMAGE_HZ) -> None:
         self.endpoints, self.topics, self.plane = list(endpoints), list(topics), plane
+        self.image_period_s = 1.0 / image_hz
+        self.frame_skips = 0  # frames not taken between images (by design; not counted as gaps)
+        self.images = 0
         self.messages: collections.deque[Message] = collections.deque(maxlen=queue)
         self.image: tuple[int, np.ndarray] | None = None
         self.received = self.dropped = self.gaps = self.wire_errors = 0
@@ -66,17 +71,33 @@ class ConsoleLink:
         ctx = zmq.Context()
         sub = Subscriber(ctx, self.endpoints, self.topics, rcvhwm=QUEUE)
         self._ready.set()
+        # Frames are large and the window shows a few a second: the subscription to them is opened for
+        # one frame, closed, and opened again IMAGE_HZ later, so publishers send the console no others.
+        frames = Topic.FRAME.value in self.topics
+        taking, next_image = frames, 0.0
         try:
             while not self._stop.is_set():
-                if not sub.sock.poll(POLL_MS):
+                now = time.monotonic()
+                if frames and not taking and now >= next_image:
+                    sub.sock.setsockopt(zmq.SUBSCRIBE, Topic.FRAME.value.encode())
+                    taking = True
+                wait = POLL_MS if taking or not frames else min(POLL_MS, max(1, int((next_image - now) * 1000)))
+                if not sub.sock.poll(wait):
                     continue
                 for _ in range(10000):
+                    gaps = sub.gaps
                     msg = sub.recv()
                     if msg is None:
                         break
                     if isinstance(msg, Frame):
+                        self.frame_skips += sub.gaps - gaps
+                        self.images += 1
+                        sub.gaps = gaps
                         data = msg.data
                         self.image = (msg.frame, data[min(self.plane, data.shape[0] - 1)] if data.ndim == 3 else data)
+                        if taking:
+                            sub.sock.setsockopt(zmq.UNSUBSCRIBE, Topic.FRAME.value.encode())
+                            taking, next_image = False, time.monotonic() + self.image_period_s
                         continue
                     if len(self.messages) == self.messages.maxlen:
                         self.dropped += 1
@@ -89,7 +110,8 @@ class ConsoleLink:
     def counters(self) -> dict[str, int]:
         """What the link received, dropped for display, and the gaps it counted."""
         return {"link_received": self.received, "link_dropped": self.dropped, "link_gaps": self.gaps,
-                "link_wire_errors": self.wire_errors}
+                "link_wire_errors": self.wire_errors, "link_images": self.images,
+                "link_frames_skipped": self.frame_skips}
 
 
 def feed(window: Any, messages: list[Message], image: tuple[int, np.ndarray] | None) -> None:

@@ -98,3 +98,26 @@ class RejectingOperator(SetupWindow):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
         QTimer.singleShot(200, self.buttons["reject"].click)
+
+
+class AligningOperator(SetupWindow):
+    """Day 2 on: confirms the proposed field-of-view alignment and accepts the proposed ROIs as they are."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        QTimer.singleShot(200, self.operate)
+
+    def operate(self) -> None:
+        """Accepting first is refused (the alignment is not confirmed yet); then confirm, then accept."""
+        self.buttons["accept"].click()
+        (self.folder.parent / f"{self.folder.name}.refused").write_text(self.status.text())
+        self.buttons["confirm_alignment"].click()
+        self.buttons["accept"].click()
+
+
+class MisalignedOperator(SetupWindow):
+    """Day 2 on: rejects the proposed field-of-view alignment."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        QTimer.singleShot(200, self.buttons["reject_alignment"].click)

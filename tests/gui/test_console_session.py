@@ -113,7 +113,8 @@ def test_a_killed_or_slow_console_changes_nothing_in_the_loop_or_the_file(tmp_pa
             np.testing.assert_array_equal(got[k], v, err_msg=f"{r.path}: {k}")
     assert (killed.path.parent / "console.log").is_file()
     assert "console" not in node_counters(killed.path)  # it died: no final counters, and the file closed anyway
-    assert node_counters(slow.path)["console"]["refreshes"] >= 1
+    seen = node_counters(slow.path)["console"]
+    assert seen["refreshes"] >= 1 and seen["link_images"] >= 1 and seen["link_gaps"] == 0
 
 
 def detect_protocol(tmp_path: Path) -> Path:
@@ -200,3 +201,34 @@ def test_a_console_attached_from_the_session_folder_follows_and_steers_it(tmp_pa
     assert not (result.path.parent / "endpoints.json").exists()  # only while the session runs
     assert attached.returncode == 0, err
     assert "console attached to" in err and "the session ended" in err
+
+
+def test_day_two_in_the_set_up_window_confirms_the_alignment_or_stops(tmp_path: Path) -> None:
+    import tempfile
+
+    from bcirig.processing.rois import RoiSet
+
+    protocol = detect_protocol(tmp_path)
+    day1 = run(tmp_path, protocol, subject="M1")  # the simulated operator chooses day 1's groups
+    assert day1.ok and day1.outcome == "completed", day1.error
+    with pytest.raises(SetupError, match=r"set-up rejected: the operator rejected the field-of-view alignment"):
+        run(tmp_path, protocol, subject="M1", setup_console=True,
+            node_options={"setup_window": {"window_class": f"{OPS}:MisalignedOperator"}})
+    before = set(Path(tempfile.gettempdir()).glob("bcirig-setup-*.refused"))
+    day2 = run(tmp_path, protocol, subject="M1", setup_console=True,
+               node_options={"setup_window": {"window_class": f"{OPS}:AligningOperator"}})
+    assert day2.ok, day2.error
+    refused = set(Path(tempfile.gettempdir()).glob("bcirig-setup-*.refused")) - before
+    assert len(refused) == 1
+    note = refused.pop()
+    assert "confirm (or reject) the field-of-view alignment first" in note.read_text()
+    note.unlink()
+    with SessionFile(day1.path) as a, SessionFile(day2.path) as b:
+        rois1, rois2 = RoiSet.from_arrays(a.rois()), RoiSet.from_arrays(b.rois())
+        report = json.loads(b.f["setup"].attrs["report"])
+    assert report["operator"] == "console" and report["alignment_confirmed"] is True
+    assert report["proposal"] == "previous" and report["previous_day"] == 1
+    dy, dx = report["fov_offset_px"]
+    assert rois2.names == rois1.names  # the same neurons, found again
+    for r1, r2 in zip(rois1, rois2, strict=True):  # ... moved by the field's offset (masks: to whole pixels)
+        assert r2.centroid_yx == pytest.approx((r1.centroid_yx[0] + round(dy), r1.centroid_yx[1] + round(dx)), abs=1e-6)
