@@ -166,9 +166,9 @@ def window_statistic(above: np.ndarray, window_frames: int, rules: HitRules | No
     if rules is not None and rules.travel_scale > 0:
         pos = np.where(np.isfinite(above), np.maximum(above, 0.0), 0.0)
         csum = np.concatenate([[0.0], np.cumsum(pos)])
-        return (csum[window_frames:] - csum[:-window_frames]) * rules.travel_scale
+        return np.asarray((csum[window_frames:] - csum[:-window_frames]) * rules.travel_scale, np.float64)
     windows = np.lib.stride_tricks.sliding_window_view(np.where(np.isfinite(above), above, -np.inf), window_frames)
-    return windows.max(axis=1)
+    return np.asarray(windows.max(axis=1), np.float64)
 
 
 def baseline_hits(above: np.ndarray, threshold: float, rules: HitRules) -> int:

@@ -29,4 +29,4 @@ def tone_frequency(readout_norm: float, threshold: float, cfg: FeedbackConfig) -
     frac = 0.0 if not math.isfinite(readout_norm) or threshold <= 0 else min(1.0, max(0.0, readout_norm / threshold))
     if cfg.tone_bins > 1:
         frac = activity_bin(readout_norm, threshold, cfg.tone_bins) / (cfg.tone_bins - 1)
-    return cfg.tone_min_hz * (cfg.tone_max_hz / cfg.tone_min_hz) ** frac
+    return float(cfg.tone_min_hz * (cfg.tone_max_hz / cfg.tone_min_hz) ** frac)

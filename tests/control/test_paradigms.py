@@ -133,7 +133,7 @@ def test_an_operator_start_pause_resume_and_manual_reward_are_applied_on_the_nex
     assert task.state is TrialState.WAITING  # ... then the trials wait for the experimenter
     task.operate(OperatorCommand.START_TRIALS, 3)
     run(task, [0.0] * 8, start=105)  # the trial starts on the frame it is applied (grey 105..109, active from 110)
-    assert task.trials[0].start_frame == 105 and task.state is TrialState.ACTIVE
+    assert (task.trials[0].start_frame, task.state) == (105, TrialState.ACTIVE)
     task.operate(OperatorCommand.PAUSE, 4)
     paused = run(task, [0.0] * 50, start=113)  # longer than the trial: no timeout while paused
     assert {s.feedback.state for s in paused} == {TrialState.PAUSED}
