@@ -9,7 +9,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # octave + octave-instrument-control (octave-cli, tcpclient): tests/acquisition/test_scanimage.py runs the
 # ScanImage user function under Octave. Debian 12, as installed here (with recommends): ~220 packages, 530 MB.
-APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb octave octave-instrument-control
+# libportaudio2: sounddevice's PortAudio (a rig with [sound] kind = "sounddevice"; tests render to buffers).
+APT_PACKAGES := gcc-avr avr-libc simavr libsimavr-dev libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 xvfb octave octave-instrument-control libportaudio2
 FIRMWARE := hardware/valve-controller
 
 .PHONY: demo test test-shuffled env sysdeps firmware lint bench clean
