@@ -4,7 +4,8 @@
 :mod:`bcirig.bench.live`: pipeline, task, valve, recorder processes over ZeroMQ, HDF5), once without the
 console and once with it (drawing the live image, the 500 ROI outlines and every trace at the screen
 rate), alternating, several times; the loop's latency (frame sent -> the task's feedback sent) comes from
-each session file. The target: the console adds less than 1 ms to the loop's p99, compared within the
+each session file. The console's added p99 is the difference of the two medians of the runs' p99s; the
+median of the pairs' own differences is reported beside it. The target: the console adds less than 1 ms to the loop's p99, compared within the
 same benchmark run (shared machines drift, so the two are interleaved).
 """
 
@@ -30,7 +31,7 @@ def overhead(quick: bool = False) -> dict[str, Any]:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     h, w, n_rois, rate = CASE
-    pairs, frames = (2, 300) if quick else (3, 900)
+    pairs, frames = (2, 300) if quick else (5, 900)
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
     seen: list[dict[str, int]] = []  # what each console did: redraws, frames received, dropped for display
     errors: list[str] = []
@@ -51,7 +52,10 @@ def overhead(quick: bool = False) -> dict[str, Any]:
     for label, stats in runs.items():
         out[label] = {m: float(np.median([s[m] for s in stats])) if stats else float("nan")
                       for m in ("median_ms", "p99_ms")}
-    out["added_p99_ms"] = out["with"]["p99_ms"] - out["without"]["p99_ms"]
+    out["added_p99_ms"] = out["with"]["p99_ms"] - out["without"]["p99_ms"]  # the target's measure
+    n = min(len(runs["with"]), len(runs["without"]))  # and, beside it, the median of the pairs' differences
+    out["added_p99_ms_paired"] = float(np.median([runs["with"][i]["p99_ms"] - runs["without"][i]["p99_ms"]
+                                                  for i in range(n)])) if n else float("nan")
     out["added_median_ms"] = out["with"]["median_ms"] - out["without"]["median_ms"]
     return out
 
@@ -80,7 +84,8 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         lines.append(f"  {label} the console: median {r[label]['median_ms']:.3f} ms, p99 {r[label]['p99_ms']:.3f} ms")
     ok = r["added_p99_ms"] < TARGET_P99_MS
     lines.append(f"  added by the console: p99 {r['added_p99_ms']:+.3f} ms (target < {TARGET_P99_MS} ms)"
-                 f"{'  ok' if ok else '  MISSED'}, median {r['added_median_ms']:+.3f} ms")
+                 f"{'  ok' if ok else '  MISSED'}, median {r['added_median_ms']:+.3f} ms; p99 pair by pair "
+                 f"(median of the differences) {r['added_p99_ms_paired']:+.3f} ms")
     for c in r["console"]:
         lines.append(f"    console: {c.get('refreshes', '?')} redraws, {c.get('link_received', '?')} messages "
                      f"received, {c.get('link_dropped', '?')} dropped for display, {c.get('link_gaps', '?')} gaps")
