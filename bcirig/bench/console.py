@@ -2,11 +2,11 @@
 
 ``bcirig send`` streams a 512 x 512 movie with 500 ROIs at 30 Hz into a full session (the live chain of
 :mod:`bcirig.bench.live`: pipeline, task, valve, recorder processes over ZeroMQ, HDF5), once without the
-console and once with it (drawing the live image, the 500 ROI outlines and every trace at the screen
-rate), alternating, several times; the loop's latency (frame sent -> the task's feedback sent) comes from
-each session file. The console's added p99 is the difference of the two medians of the runs' p99s; the
-median of the pairs' own differences is reported beside it. The target: the console adds less than 1 ms to the loop's p99, compared within the
-same benchmark run (shared machines drift, so the two are interleaved).
+console and once with it (drawing live images, the 500 ROI outlines and the traces at its redraw rate),
+alternating, several times; the loop's latency (frame sent -> the task's feedback sent) comes from each
+session file. The target: the console adds less than 1 ms to the loop's p99, compared within the same
+benchmark run (shared machines drift, so the two are interleaved). The added p99 is the difference of
+the two medians of the runs' p99s; the median of the pairs' own differences is reported beside it.
 """
 
 from __future__ import annotations
