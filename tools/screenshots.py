@@ -6,7 +6,7 @@ and the mouse's display, all on one X screen.
 The session is the demo protocol on the ``sim-display`` rig (console and display windows), lockstep so it
 is the same every time. The set-up window is driven by :class:`ShootingOperator` (it clicks four P+ and
 four P- candidates, saves ``setup.png``, accepts); the console is :class:`ShootingConsole`, which once the
-third trial's grating is up saves ``console.png`` and, from a grab of the whole screen cut to the display
+fifth trial's grating is up saves ``console.png`` and, from a grab of the whole screen cut to the display
 window's geometry (``xwininfo``), ``display.png``, then asks the supervisor to stop. Both are started by
 the supervisor in place of the real ones (the ``window_class`` and ``node_class`` options), like the
 tests' operators; nothing of this is in the package.
@@ -33,6 +33,7 @@ from bcirig.nodes.console import ConsoleNode  # noqa: E402
 
 OUT_ENV = "BCIRIG_SCREENSHOTS"
 DISPLAY_TITLE = "bcirig — mouse display"
+SHOT_TRIAL = 5  # the console is saved during this trial's grating: a few outcomes in the raster by then
 
 
 def out_dir() -> Path:
@@ -80,12 +81,12 @@ def window_geometry(title: str) -> tuple[int, int, int, int] | None:
 
 
 class ShootingConsole(ConsoleNode):
-    """The real console; during the third trial's grating it saves itself and the display, then stops."""
+    """The real console; during the fifth trial's grating it saves itself and the display, then stops."""
 
     def _refresh(self) -> None:
         super()._refresh()
         d = self.window.data
-        if self.counters.get("shot") or d.trial < 3 or d.screen != "grating" or d.state != "active":
+        if self.counters.get("shot") or d.trial < SHOT_TRIAL or d.screen != "grating" or d.state != "active":
             return
         if len(d.frames) and d.frames[-1] - d.last_feedback_frame > 2:
             return  # behind the session: wait for a redraw that shows the current frame

@@ -30,6 +30,7 @@ from PyQt6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -143,7 +144,7 @@ class Console(QWidget):
         self.dff_curves: list[pg.PlotDataItem] = []  # one per group
         self.dff_traces = 0
 
-        self.motion_plot = pg.PlotWidget(title="motion (px: dy white, dx cyan) · registration corr (green)")
+        self.motion_plot = pg.PlotWidget(title="motion px (dy white, dx cyan) · corr (green)")
         self.dy_curve = self.motion_plot.plot(pen=pg.mkPen((255, 255, 255), width=1))
         self.dx_curve = self.motion_plot.plot(pen=pg.mkPen((0, 220, 220), width=1))
         self.corr_view = pg.ViewBox()
@@ -157,7 +158,7 @@ class Console(QWidget):
         self.motion_plot.plotItem.vb.sigResized.connect(
             lambda: self.corr_view.setGeometry(self.motion_plot.plotItem.vb.sceneBoundingRect()))
 
-        self.raster_plot = pg.PlotWidget(title="trials: hit green · abort red · timeout grey · hit rate (last 10)")
+        self.raster_plot = pg.PlotWidget(title="trials (hit, abort, timeout) · hit rate, last 10")
         self.raster_plot.setYRange(-0.25, 1.05)
         self.raster_plot.setLabel("bottom", "trial")
         self.raster_dots = pg.ScatterPlotItem(size=9, pen=None)
@@ -211,7 +212,11 @@ class Console(QWidget):
         left.addLayout(fb)
         left.addLayout(controls)
         left.addWidget(self.answer_label)
+        for label in (self.latency_label, self.health_label, self.status, self.answer_label):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widen the window
         right = QGridLayout()
+        right.setColumnStretch(0, 1)
+        right.setColumnStretch(1, 1)
         right.addWidget(self.readout_plot, 0, 0, 1, 2)
         right.addWidget(self.dff_plot, 1, 0)
         right.addWidget(self.motion_plot, 1, 1)
@@ -426,6 +431,7 @@ class Console(QWidget):
         brushes = [pg.mkBrush(OUTCOME_COLOURS.get(o, (255, 255, 255))) for _, o in d.outcomes]
         self.raster_dots.setData(trials, np.full(len(trials), -0.12), brush=brushes)
         self.rate_curve.setData(trials, d.running_hit_rate())
+        self.raster_plot.setXRange(0.5, max(float(trials.max()), 1.0) + 0.5, padding=0)  # every trial in view
 
     def _draw_tables(self) -> None:
         lines = ["latency, last minute    n   median    p99 ms"]
