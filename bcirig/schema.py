@@ -18,9 +18,12 @@ import enum
 import math
 import types
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
@@ -129,7 +132,7 @@ def _convert(value: Any, tp: Any, meta: dict[str, Any], file: str, key: str) -> 
 def build(cls: type[T], table: dict[str, Any], file: str, prefix: str = "") -> T:
     """Validate ``table`` against dataclass ``cls``; unknown keys, wrong types, out-of-range values raise."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in table:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else key

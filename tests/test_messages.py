@@ -51,7 +51,7 @@ def test_a_list_in_a_header_field_is_refused_naming_the_field() -> None:
     with pytest.raises(WireError, match=r"^frame\.truth\['shift'\] is a list: a header holds scalars only"):
         encode(frame)
     with pytest.raises(WireError, match=r"^feedback\.angle_deg is a ndarray: a header holds scalars only"):
-        encode(Feedback(frame=1, angle_deg=np.array([1.0, 2.0])))  # type: ignore[arg-type]
+        encode(Feedback(frame=1, angle_deg=np.array([1.0, 2.0])))  # type: ignore[arg-type]  # the bad input under test
     # an event's data is a JSON record (once per trial or session): the calibration's windows may be lists
     e = roundtrip(Event(frame=5, name=EventKind.CALIBRATION, data={"window_starts": [1, 2], "threshold": 0.3}))
     assert e.data == {"window_starts": [1, 2], "threshold": 0.3}

@@ -246,7 +246,7 @@ def test_a_session_from_suite2p_files(tmp_path: Path) -> None:
              "med": [int(r.centroid_yx[0]), int(r.centroid_yx[1])], "npix": int(r.npix)} for r in true]
     np.save(folder / "stat.npy", np.array(stat, dtype=object), allow_pickle=True)
     np.save(folder / "iscell.npy", np.array([[1.0, 0.9]] * len(stat)))
-    np.save(folder / "ops.npy", {"Ly": 128, "Lx": 128}, allow_pickle=True)  # type: ignore[arg-type]
+    np.save(folder / "ops.npy", np.array({"Ly": 128, "Lx": 128}, dtype=object), allow_pickle=True)  # suite2p's dict
     (tmp_path / "p.toml").write_text(text)
     common = ["run", "--protocol", str(tmp_path / "p.toml"), "--rois", str(folder), "--mode", "lockstep",
               "--data-dir", str(tmp_path / "data"), "--subject", "S1", "--choose", "P+=0,1,2,3 P-=4,5,6,7"]

@@ -91,7 +91,7 @@ class FrameAssembler:
         self.latest[plane] = data
         if plane != self.bci_plane or any(p is None for p in self.latest):
             return None
-        volume = data[None] if self.planes == 1 else np.stack(self.latest)  # type: ignore[arg-type]
+        volume = data[None] if self.planes == 1 else np.stack([p for p in self.latest if p is not None])  # all, here
         out = Volume(frame=self.frames, data=volume, acq_index=raw.index, t_acq_ns=raw.t_acq_ns,
                      t_arrive_ns=raw.t_arrive_ns, dropped=self._dropped_since, malformed=self._malformed_since,
                      truth=raw.truth)

@@ -49,6 +49,7 @@ class SessionData:
     bci_plane: int
     has_frames: bool
     frame_time: np.ndarray  # seconds, indexed by the session's frame number
+    calibration_windows: dict[str, np.ndarray] | None = None  # read on demand (the NWB export reads it)
 
     @property
     def calibration(self) -> dict[str, Any]:

@@ -290,7 +290,7 @@ def build_nwbfile(data: SessionData, *, frames: Any = None, species: str = "Mus 
         description=(f"hit threshold in readout units above the baseline minimum (NaN before calibration); "
                      f"calibrated for {calib.get('target_fraction', np.nan)!r} of baseline windows, reached by "
                      f"{calib.get('achieved_fraction', np.nan)!r}; rule {calib.get('rule', 'stricter')}")))
-    cw = data.calibration_windows if hasattr(data, "calibration_windows") else None
+    cw = data.calibration_windows
     if cw is None:
         with open_session(data.path) as sf:
             cw = sf.table("calibration_windows")
@@ -383,7 +383,7 @@ def export_nwb(session: str | Path, out: str | Path | None = None, *, frames: bo
     out = Path(out) if out else path.with_suffix(".nwb")
     data = load_session_data(path)
     with open_session(path) as sf:
-        data.calibration_windows = sf.table("calibration_windows")  # type: ignore[attr-defined]
+        data.calibration_windows = sf.table("calibration_windows")
         nwb = build_nwbfile(data, frames=sf.frames() if (frames and sf.has_frames) else None, **metadata)
         with pynwb.NWBHDF5IO(str(out), "w") as io:
             io.write(nwb)

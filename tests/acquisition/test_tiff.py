@@ -33,10 +33,10 @@ def scanimage_description(frame_number: int, seconds: float) -> str:
             f"frameTimestamps_sec = {seconds:.6f}\nacqTriggerTimestamps_sec = -1.000000\n")
 
 
-def tiff_bytes(pages: list[np.ndarray], descriptions: list[str] | None = None, **writer: object) -> bytes:
+def tiff_bytes(pages: list[np.ndarray], descriptions: list[str] | None = None, **writer: Any) -> bytes:
     """A complete multi-page TIFF in memory (one IFD per page)."""
     buf = io.BytesIO()
-    with tifffile.TiffWriter(buf, **writer) as tw:  # type: ignore[arg-type]
+    with tifffile.TiffWriter(buf, **writer) as tw:
         for i, a in enumerate(pages):
             tw.write(a, description=descriptions[i] if descriptions else None, metadata=None, contiguous=False)
     return buf.getvalue()
@@ -77,9 +77,9 @@ def make_source(tmp_path: Path) -> Iterator[Callable[..., TiffTailSource]]:
     (tmp_path / "acq").mkdir()
     made: list[TiffTailSource] = []
 
-    def make(**cfg: object) -> TiffTailSource:
+    def make(**cfg: Any) -> TiffTailSource:
         cfg = {"directory": "acq", "poll_ms": 2.0, **cfg}
-        src = TiffTailSource(TiffSourceConfig(**cfg), IMAGING, base_dir=tmp_path)  # type: ignore[arg-type]
+        src = TiffTailSource(TiffSourceConfig(**cfg), IMAGING, base_dir=tmp_path)
         made.append(src)
         src.open()
         return src

@@ -19,7 +19,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -107,14 +107,15 @@ def _reports(lickport: ZaberLickport, seconds: float) -> list[tuple[float, float
     return out
 
 
-def _until(lickport: ZaberLickport, done: object, timeout_s: float = 10.0) -> list[tuple[float, float, bool]]:
+def _until(lickport: ZaberLickport, done: Callable[[float, bool], bool],
+           timeout_s: float = 10.0) -> list[tuple[float, float, bool]]:
     """Position reports until ``done(position_mm, moving)`` holds; all of them, for checking the path."""
     out: list[tuple[float, float, bool]] = []
     deadline = time.monotonic() + timeout_s
     while True:
         status = lickport.status()
         out.append((status.t_ns / 1e9, status.position_mm, status.busy))
-        if done(status.position_mm, status.busy):  # type: ignore[operator]
+        if done(status.position_mm, status.busy):
             return out
         assert time.monotonic() < deadline, f"condition not reached in {timeout_s} s; last reports {out[-3:]}"
         time.sleep(0.005)

@@ -109,7 +109,7 @@ def test_rois_follow_the_measured_motion() -> None:
 )
 def test_bad_frame_is_reported_counted_and_not_raised(frame: object, message: str) -> None:
     pipe = Pipeline(make_protocol(readout=NP), two_cells(), np.zeros((1, 64, 64), np.float32))
-    r = pipe.process(frame, 17)  # type: ignore[arg-type]
+    r = pipe.process(frame, 17)  # type: ignore[arg-type]  # deliberately not an array: the bad input under test
     assert (r.valid, r.error, r.frame) == (False, message, 17)
     assert pipe.bad_frames == 1 and pipe.frames == 0
     assert r.dff.shape == r.F.shape == r.F0.shape == r.neuropil.shape == (2,)  # rows keep the ROI count

@@ -159,7 +159,7 @@ def write_suite2p(folder: Path, *, overlap: bool = False, allow_overlap: bool | 
     ops: dict[str, Any] = {"Ly": 64, "Lx": 80, "meanImg": rng.uniform(100, 200, (64, 80)).astype(np.float32)}
     if allow_overlap is not None:
         ops["allow_overlap"] = allow_overlap
-    np.save(folder / "ops.npy", ops, allow_pickle=True)  # type: ignore[arg-type]
+    np.save(folder / "ops.npy", np.array(ops, dtype=object), allow_pickle=True)  # a 0-d object array, as suite2p's
     return stat
 
 

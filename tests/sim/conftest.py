@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -50,9 +51,9 @@ def short_protocol(baseline: int = 3000, trials: int = 20, simulation: str = "")
     return parse_protocol(short_text(baseline, trials, simulation), "short.toml")
 
 
-def sim_config(protocol: Protocol, **overrides: object) -> SimConfig:
+def sim_config(protocol: Protocol, **overrides: Any) -> SimConfig:
     """The protocol's [simulation] table with overrides."""
-    return dataclasses.replace(parse_sim_config(protocol.simulation, "short.toml"), **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(parse_sim_config(protocol.simulation, "short.toml"), **overrides)
 
 
 @pytest.fixture
