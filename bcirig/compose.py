@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +25,32 @@ from bcirig.messages import Feedback, Frame, Readout
 _NO_PIXELS = np.zeros(0, np.uint16)  # traces level: the Frame message carries only ground truth
 
 OnFrame = Callable[[int, Readout, TaskStep, dict[str, Any]], None]
+
+
+class TraceFrame(Protocol):
+    """A traces-level frame: ROI F and neuropil (RoiSet order) and ground truth."""
+
+    F: np.ndarray
+    neuropil: np.ndarray
+    truth: dict[str, Any]
+
+
+@runtime_checkable
+class TraceMouse(Protocol):
+    """A simulated mouse that can skip the pixels: ROI traces per frame (``traces=True``)."""
+
+    def step_traces(self, feedback: Feedback | None) -> TraceFrame:
+        """The next frame's ROI F and neuropil, having sensed the task's feedback."""
+        ...
+
+
+@runtime_checkable
+class TracePipeline(Protocol):
+    """A pipeline that takes ROI F and neuropil instead of a frame (``traces=True``)."""
+
+    def process_traces(self, F: np.ndarray, neuropil: np.ndarray, index: int) -> Readout:
+        """The readout from F and neuropil onward."""
+        ...
 
 
 def run_inline(
@@ -42,14 +68,19 @@ def run_inline(
     ``traces=True`` runs the traces level: ``mouse.step_traces`` gives ROI F and neuropil, which go to
     ``pipeline.process_traces``. ``on_frame(index, readout, step, truth)`` sees every frame's results.
     """
+    step_traces = mouse.step_traces if isinstance(mouse, TraceMouse) else None
+    process_traces = pipeline.process_traces if isinstance(pipeline, TracePipeline) else None
+    if traces and (step_traces is None or process_traces is None):
+        raise TypeError("traces=True needs a mouse with step_traces and a pipeline with process_traces")
     feedback: Feedback | None = None
     index = 0
     t0 = time.perf_counter()
     while not task.done and (max_frames is None or index < max_frames):
         if traces:
-            tf = mouse.step_traces(feedback)  # type: ignore[attr-defined]
+            assert step_traces is not None and process_traces is not None  # checked above
+            tf = step_traces(feedback)
             stamp = time.monotonic_ns()
-            readout = pipeline.process_traces(tf.F, tf.neuropil, index)  # type: ignore[attr-defined]
+            readout = process_traces(tf.F, tf.neuropil, index)
             data, truth = _NO_PIXELS, tf.truth
         else:
             sim = mouse.step(feedback)
