@@ -51,6 +51,12 @@ def ramp_baseline(task: Task, n: int) -> list[TaskStep]:
     return run(task, np.linspace(0.0, 1.0, n))
 
 
+def threshold(task: Task) -> float:
+    """The threshold the task calibrated (it must have)."""
+    assert task.calibration is not None, "the task has not calibrated"
+    return task.calibration.threshold
+
+
 # ------------------------------------------------------------------------------------------- phases as data
 def test_the_default_plan_is_francionis_baseline_calibration_closed_loop() -> None:
     plan = load_protocol(ROOT / "protocols" / "francioni2026.toml").phase_plan()
@@ -156,7 +162,7 @@ def test_clancy_tone_moves_in_8_octave_linear_steps_to_the_threshold() -> None:
     proto = paradigm("clancy2014", "baseline.frames=1000", "trials.count=1")
     task = Task(proto)
     ramp_baseline(task, 1000)
-    t = task.calibration.threshold  # type: ignore[union-attr]
+    t = threshold(task)
     steps = run(task, np.linspace(0.0, 0.999 * t, 800), start=1000)
     hz = sorted({round(s.feedback.tone_hz) for s in steps[1:] if s.feedback.sound is Sound.TONE})
     assert len(hz) == 8 and hz[0] == 6000 and hz[-1] == 20000
@@ -171,7 +177,7 @@ def _day8(reward_frac: float = 1.0) -> tuple[Task, list[TaskStep], float]:
     proto = with_phase(with_phase(proto, 3, trials=200), 4, trials=20)
     task = Task(proto, carried={"day": 8})
     steps = ramp_baseline(task, 1000)
-    t = task.calibration.threshold  # type: ignore[union-attr]
+    t = threshold(task)
     rng = np.random.default_rng(0)
     frame = 1000
     while not task.done:  # a readout that crosses the threshold now and then
@@ -204,7 +210,7 @@ def test_vendrell_refractory_rule_needs_two_frames_below_half_threshold_before_t
                      "outcomes.hit.iti_frames=0", "calibration.rule=\"fixed\"", "calibration.fixed_threshold=1.0")
     task = Task(proto)
     ramp_baseline(task, 1000)
-    assert task.calibration.threshold == 1.0  # type: ignore[union-attr]
+    assert threshold(task) == 1.0
     s = run(task, [1.5], start=1000)  # trial 1 starts (no grey) and hits at once
     assert task.trials[0].outcome is Outcome.HIT
     # trial 2: high all along -> no hit; one frame below T/2 is not enough; two are
@@ -271,7 +277,7 @@ def test_catch_trials_show_no_feedback_and_earn_no_reward() -> None:
     text = protocol_text(trials="count = 40\nlength_frames = 40\ngrey_frames = 5\ncatch_fraction = 0.5")
     task = Task(parse_protocol(text))
     ramp_baseline(task, 100)
-    t = task.calibration.threshold  # type: ignore[union-attr]
+    t = threshold(task)
     steps: list[TaskStep] = []
     frame = 100
     while not task.done:
@@ -293,7 +299,7 @@ def test_opto_on_alternate_days(day: int, expect: Action) -> None:
                          opto='schedule = "alternate_days"\nodd_days = true')
     task = Task(parse_protocol(text), carried={"day": day})
     ramp_baseline(task, 100)
-    t = task.calibration.threshold  # type: ignore[union-attr]
+    t = threshold(task)
     steps = run(task, [0.3] * 6 + [t * 2] * 3, start=100)
     assert [c.action for s in steps for c in s.commands] == [expect]
 

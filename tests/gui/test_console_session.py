@@ -133,11 +133,11 @@ def test_rois_picked_in_the_set_up_window_are_the_sessions_rois(tmp_path: Path) 
         rois = sf.rois()
         setup_frames = sf.f["setup"]["frames"][()]
     assert report["method"] == "console" and report["operator"] == "console" and report["picked"] == [0, 1, 2, 3, 4, 5]
-    from bcirig.config import load_protocol
+    from bcirig.config import RoiMethod, load_protocol
     from bcirig.processing.rois import RoiSet
 
     # the same detection on the recorded set-up frames: the session's ROIs are the clicked candidates' pixels
-    phase = SetupPhase(load_protocol(protocol), RoiChoice(method="detect"))  # type: ignore[arg-type]
+    phase = SetupPhase(load_protocol(protocol), RoiChoice(method=RoiMethod.DETECT))
     for f in setup_frames:
         phase.add(f)
     cands = phase.candidates()
