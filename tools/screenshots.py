@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tools.screenshots` importable by the node processes the supervisor starts
 
 from bcirig.gui.setup_window import SetupWindow  # noqa: E402
+from bcirig.messages import Screen, TrialState  # noqa: E402
 from bcirig.nodes.console import ConsoleNode  # noqa: E402
 
 OUT_ENV = "BCIRIG_SCREENSHOTS"
@@ -86,7 +87,8 @@ class ShootingConsole(ConsoleNode):
     def _refresh(self) -> None:
         super()._refresh()
         d = self.window.data
-        if self.counters.get("shot") or d.trial < SHOT_TRIAL or d.screen != "grating" or d.state != "active":
+        grating = d.screen == Screen.GRATING and d.state == TrialState.ACTIVE  # the console keeps their values
+        if self.counters.get("shot") or d.trial < SHOT_TRIAL or not grating:
             return
         if len(d.frames) and d.frames[-1] - d.last_feedback_frame > 2:
             return  # behind the session: wait for a redraw that shows the current frame
