@@ -64,6 +64,7 @@ def figure(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for ax, (protocol, runs) in zip(axes[0], results.items(), strict=True):
@@ -74,18 +75,24 @@ def figure(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
                         color=colour, marker="o", ms=3, capsize=2, label=f"{rule}: hit rate")
             ax.plot(days, [d["chance"] for d in c["days"]], color=colour, ls=":", label=f"{rule}: calibrated chance")
             if rule == "vectorized":
+                marked = []
                 for (name, rates), m in zip(c.get("phases", {}).items(), ("s", "v", "^", "D"), strict=False):
                     pts = [(d + 1, r) for d, r in enumerate(rates) if math.isfinite(r)]
                     if pts and len(pts) < len(days):  # a phase on some days only: mark it
-                        ax.plot(*zip(*pts, strict=True), ls="none", marker=m, color="tab:purple", label=name)
+                        marked += ax.plot(*zip(*pts, strict=True), ls="none", marker=m, ms=7, color="tab:purple",
+                                          label=f"vectorized, {name} phase")
+                if marked:
+                    ax.legend(handles=marked, fontsize=7, loc="lower right")
         ax.set_title(protocol)
         ax.set_xlabel("training day")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("fraction of trials")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4)
     fig.suptitle("Simulated mice on each protocol: hit rate against the calibrated chance (mean ± SEM)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
 
 
@@ -95,13 +102,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "docs" / "paradigms"))
     p.add_argument("--only", default="", help="comma-separated protocols (default: all four)")
+    p.add_argument("--plot-only", action="store_true", help="redraw from <out>/learning.json, simulate nothing")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.only.split(",") if n] or list(PROTOCOLS)
     cache = out / "learning.json"
     results: dict[str, dict[str, dict[str, Any]]] = json.loads(cache.read_text()) if cache.exists() else {}
-    for protocol in names:
+    for protocol in [] if args.plot_only else names:
         results[protocol] = {}
         for rule in RULES:
             t0 = time.perf_counter()
