@@ -48,7 +48,7 @@ from typing import Any
 
 from bcirig.config import LickportConfig, LickportKind, load_rig
 from bcirig.devices import LickportError, LickportStatus, ZaberLickport, ZaberStageModel, ZaberTwin, open_lickport
-from bcirig.messages import Feedback, LickportPosition, Message, Phase
+from bcirig.messages import Feedback, LickportPosition, LogLevel, Message, Phase
 from bcirig.nodes.base import HEARTBEAT_S, Node, NodeSpec
 
 MAX_STATUS_IN_FLIGHT = 4
@@ -156,8 +156,8 @@ class LickportNode(Node):
         target = self.start_mm + travelled
         if not self.cfg.min_mm <= target <= self.cfg.max_mm:
             if not self.counters["clamped_frames"]:
-                self.log("warning", f"lickport_mm = {fb.lickport_mm:.3f} mm is beyond the rig's travel "
-                                    f"({self.cfg.min_mm}..{self.cfg.max_mm} mm); the port stops at the limit",
+                self.log(LogLevel.WARNING, f"lickport_mm = {fb.lickport_mm:.3f} mm is beyond the rig's travel "
+                                           f"({self.cfg.min_mm}..{self.cfg.max_mm} mm); the port stops at the limit",
                          frame=fb.frame)
             self.counters["clamped_frames"] += 1
             target = min(max(target, self.cfg.min_mm), self.cfg.max_mm)
