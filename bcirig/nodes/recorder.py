@@ -52,6 +52,10 @@ class RecorderNode(Node):
         self.final: dict[str, dict[str, int]] = {}
         self.heard_at: dict[str, float] = {}
 
+    def on_start(self) -> None:
+        now = time.monotonic()  # every upstream node beat during start-up (the runtime's handshake saw it)
+        self.heard_at = {name: now for name in self.spec.upstream}
+
     def _handle(self, msg: Message) -> None:
         # The supervisor's operator broadcasts are control messages, which the runtime does not pass on:
         # each is an experimenter's request, recorded with its times (the operator table).

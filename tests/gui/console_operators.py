@@ -20,14 +20,18 @@ from PyQt6.QtWidgets import QMessageBox
 from bcirig.gui.setup_window import SetupWindow
 from bcirig.nodes.console import ConsoleNode
 
-START_FRAME = 40  # the scripted console acts once it has seen this frame
+STEP_FRAMES = 5  # the scripted console's actions after the first: one per redraw, this many frames apart
 
 
 class ScriptedConsole(ConsoleNode):
-    """Uses its own buttons, one per redraw, from ``script`` ([command, value], ...); confirms each dialog."""
+    """Uses its own buttons, one per redraw, from ``script`` ([command, value], ...); confirms each dialog.
+    The first action goes on the first redraw, the others once STEP_FRAMES more frames have been seen."""
 
     def _refresh(self) -> None:
+        self._act()
         super()._refresh()
+
+    def _act(self) -> None:
         w = self.window
         script: list[list[object]] = self.spec.options["script"]
         done = self.counters.get("script_done", 0)
@@ -36,7 +40,7 @@ class ScriptedConsole(ConsoleNode):
             assert yes is not None
             yes.click()
             return
-        if done >= len(script) or not w.data.frames or w.data.frames[-1] < START_FRAME + 5 * done:
+        if done >= len(script) or (done and (not w.data.frames or w.data.frames[-1] < STEP_FRAMES * done)):
             return
         command, value = str(script[done][0]), float(str(script[done][1]))
         if command == "reward":

@@ -33,10 +33,19 @@ def node_counters(path: Path) -> dict[str, dict[str, int]]:
     return {n.decode(): json.loads(c) for n, c in zip(t["node"], t["counters"], strict=True)}
 
 
+def long_protocol(tmp_path: Path) -> Path:
+    """The e2e protocol with a baseline of 1500 frames: a session that outlasts a console's first redraws."""
+    p = tmp_path / "long.toml"
+    p.write_text(PROTOCOL.read_text().replace("[baseline]\nframes = 300", "[baseline]\nframes = 1500"))
+    assert p.read_text() != PROTOCOL.read_text()
+    return p
+
+
 def test_each_control_sends_its_command_and_the_file_records_it_with_its_times(tmp_path: Path) -> None:
-    script = [["pause", 0], ["resume", 0], ["reward", 2.0], ["flush", 150], ["reward", 30.0],
-              ["start_baseline", 0], ["start_trials", 0], ["stop", 0]]
-    result = run(tmp_path, console=True,
+    # paused first, so that the session waits for the whole script however fast the machine runs it
+    script = [["pause", 0], ["reward", 2.0], ["flush", 150], ["reward", 30.0], ["start_baseline", 0],
+              ["start_trials", 0], ["resume", 0], ["stop", 0]]
+    result = run(tmp_path, long_protocol(tmp_path), console=True,
                  node_options={"console": {"node_class": f"{OPS}:ScriptedConsole", "script": script}})
     assert result.outcome == "stopped" and "stopped by the operator (console)" in result.reason
     with SessionFile(result.path) as sf:
@@ -45,21 +54,22 @@ def test_each_control_sends_its_command_and_the_file_records_it_with_its_times(t
         applied = {e["data"]["command_id"]: e for e in sf.events() if e["name"] == "operator"}
         cmds, acks = sf.table("commands"), sf.table("acks")
     # 30 ul is above this rig's 500 ms / 25 ms per ul = 20 ul: refused by the supervisor, never broadcast
-    assert [c.decode() for c in op["command"]] == [OperatorCommand.PAUSE, OperatorCommand.RESUME,
-                                                    OperatorCommand.REWARD, OperatorCommand.FLUSH,
-                                                    OperatorCommand.START_BASELINE, OperatorCommand.START_TRIALS]
+    assert [c.decode() for c in op["command"]] == [OperatorCommand.PAUSE, OperatorCommand.REWARD,
+                                                    OperatorCommand.FLUSH, OperatorCommand.START_BASELINE,
+                                                    OperatorCommand.START_TRIALS, OperatorCommand.RESUME]
     assert op["command_id"].tolist() == [1, 2, 3, 4, 5, 6]
-    assert op["value"].tolist() == [0.0, 0.0, 2.0, 150.0, 0.0, 0.0]
+    assert op["value"].tolist() == [0.0, 2.0, 150.0, 0.0, 0.0, 0.0]
     assert {s.decode() for s in op["source"]} == {"console"}
     t = op["t_ns"]  # sent by the console <= arrived at the supervisor <= recorded, each request later than the last
     assert (t > 0).all() and (np.diff(t, axis=1) >= 0).all() and (np.diff(t[:, 1]) > 0).all()
-    assert ((op["frame"] >= 0) & (op["frame"] <= frames.max())).all()  # when it came, on the task's clock
+    # when it came, on the task's clock (its heartbeat's last frame; -1 before the first heartbeat reported one)
+    assert ((op["frame"] >= -1) & (op["frame"] <= frames.max())).all() and (np.diff(op["frame"]) >= 0).all()
     # the task's answer to each: on a frame after the request arrived, with the same command and value
     assert sorted(applied) == [1, 2, 3, 4, 5, 6]
     for cid, frame, command, value in zip(op["command_id"], op["frame"], op["command"], op["value"], strict=True):
         e = applied[int(cid)]
         assert e["data"]["command"] == command.decode() and e["data"]["value"] == value and e["frame"] >= frame
-    assert applied[1]["data"]["applied"] and applied[2]["data"]["applied"]  # pause, then resume
+    assert applied[1]["data"]["applied"] and applied[6]["data"]["applied"]  # pause, then resume
     # the manual reward and the flush reached the valve as commands, each acknowledged by the controller
     manual = {a.decode(): (ul, ms, cid) for a, ul, ms, cid in zip(cmds["action"], cmds["reward_ul"], cmds["open_ms"],
                                                                  cmds["command_id"], strict=True)}
@@ -98,10 +108,11 @@ def decisions(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_a_killed_or_slow_console_changes_nothing_in_the_loop_or_the_file(tmp_path: Path) -> None:
-    plain = run(tmp_path / "plain")
-    killed = run(tmp_path / "killed", console=True,
+    protocol = long_protocol(tmp_path)
+    plain = run(tmp_path / "plain", protocol)
+    killed = run(tmp_path / "killed", protocol, console=True,
                  node_options={"console": {"node_class": f"{OPS}:KilledConsole", "kill_at_frame": 200}})
-    slow = run(tmp_path / "slow", console=True,
+    slow = run(tmp_path / "slow", protocol, console=True,
                node_options={"console": {"node_class": f"{OPS}:SlowConsole", "draw_s": 0.4}})
     for r in (plain, killed, slow):
         assert r.ok and r.outcome == "completed", r.error
