@@ -141,9 +141,9 @@ class Node:
         return []
 
     # ------------------------------------------------------------------ runtime
-    def log(self, level: LogLevel | str, text: str, frame: int = -1) -> None:
-        """Publish a log line (the supervisor reports errors); a level not in LogLevel raises ValueError."""
-        self.pub.publish(Log(frame=frame, node=self.name, level=LogLevel(level), text=text))
+    def log(self, level: LogLevel, text: str, frame: int = -1) -> None:
+        """Publish a log line (the supervisor reports errors)."""
+        self.pub.publish(Log(frame=frame, node=self.name, level=level, text=text))
 
     def heartbeat(self) -> None:
         """Publish this node's state and counters."""

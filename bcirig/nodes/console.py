@@ -22,6 +22,7 @@ from typing import Any
 from bcirig.config import load_protocol
 from bcirig.control_plane import Answer, encode_request
 from bcirig.messages import Heartbeat, Message
+from bcirig.modes import RunMode
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.setup import Setup
 
@@ -32,7 +33,7 @@ class ConsoleNode(Node):
     """Feeds the Console window from its receiver thread and sends the operator's requests."""
 
     def __init__(self, spec: NodeSpec) -> None:
-        if spec.options.get("idle_priority", spec.mode == "realtime") and hasattr(os, "SCHED_IDLE"):
+        if spec.options.get("idle_priority", spec.mode == RunMode.REALTIME) and hasattr(os, "SCHED_IDLE"):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # before any thread starts: all inherit
         data_topics = list(spec.topics)
         super().__init__(dataclasses.replace(spec, topics=[]))  # data comes through the link's thread

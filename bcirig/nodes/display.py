@@ -17,7 +17,7 @@ import time
 from bcirig.config import load_protocol, load_rig
 from bcirig.gui.grating import GratingSettings
 from bcirig.gui.presenter import DisplayPresenter, ScreenState
-from bcirig.messages import Feedback, Message, Screen
+from bcirig.messages import Feedback, LogLevel, Message, Screen
 from bcirig.nodes.base import HEARTBEAT_S, Node, NodeSpec
 
 DEFAULT_REFRESH_HZ = 60.0
@@ -49,7 +49,7 @@ class DisplayNode(Node):
         self._present(self.last_draw)  # the opening grey screen and black patch, before the session starts
 
     def on_start(self) -> None:
-        self.log("info", self.opened)
+        self.log(LogLevel.INFO, self.opened)
 
     def next_wakeup(self, now: float) -> float:
         if self.presenter.due or self.presenter.shown.screen is Screen.GRATING:

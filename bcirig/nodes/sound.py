@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from bcirig.config import load_protocol, load_rig
+from bcirig.config import SoundKind, load_protocol, load_rig
 from bcirig.gui.audio import AudioSynth, SoundPresenter
 from bcirig.gui.audio_out import BufferOutput, DeviceOutput
-from bcirig.messages import Feedback, Message, Presentation
+from bcirig.messages import Feedback, LogLevel, Message, Presentation
 from bcirig.nodes.base import Node, NodeSpec
 
 POLL_S = 0.01  # a sound card's presentations are published within this of their block
@@ -33,7 +33,7 @@ class SoundNode(Node):
         self.synth = AudioSynth(cfg.sample_rate, seed=protocol.protocol.seed, tone_dbfs=fb.tone_level_dbfs)
         self.presenter = SoundPresenter(fb.noise_ms, fb.noise_level_dbfs)
         self.output: BufferOutput | DeviceOutput
-        if cfg.kind == "sounddevice":
+        if cfg.kind is SoundKind.SOUNDDEVICE:
             self.output = DeviceOutput(self.synth, self.presenter, device=cfg.device, latency=cfg.latency,
                                        block=cfg.block)
             self.opened = f"sound: {self.output.name} (device {self.output.index}) at {cfg.sample_rate} Hz"
@@ -47,7 +47,7 @@ class SoundNode(Node):
         self.safe_state = False
 
     def on_start(self) -> None:
-        self.log("info", self.opened)
+        self.log(LogLevel.INFO, self.opened)
 
     def next_wakeup(self, now: float) -> float:
         return now + POLL_S if isinstance(self.output, DeviceOutput) else super().next_wakeup(now)

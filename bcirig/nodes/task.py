@@ -12,7 +12,7 @@ import time
 from bcirig.config import load_protocol
 from bcirig.control import Task
 from bcirig.interfaces import TaskStep
-from bcirig.messages import Control, Message, Phase, Readout
+from bcirig.messages import Control, LogLevel, Message, Phase, Readout
 from bcirig.nodes.base import Node, NodeSpec
 
 STARTUP_GRACE_S = 5.0
@@ -62,7 +62,7 @@ class TaskNode(Node):
         if self.last_readout and not self.task.done and now - self.last_readout > self.timeout_s:
             reason = (f"no frame for {self.timeout_s * 1000:.0f} ms after frame {self.last_frame}"
                       if self.last_frame >= 0 else "no frame arrived after the session started")
-            self.log("warning", reason, frame=self.last_frame)
+            self.log(LogLevel.WARNING, reason, frame=self.last_frame)
             self._publish(self.task.safe(self.last_frame, reason), {})
 
     def on_operator(self, msg: Control) -> None:
