@@ -49,6 +49,7 @@ class DisplayPresenter:
         self.changes = 0  # changes the task asked for
         self.count = 0  # changes presented: the photodiode code is count % 4
         self.skipped = 0  # replaced before presentation since the last one
+        self.forced = False  # a change back to what the screen shows, after one never shown: redraw it
 
     @property
     def code(self) -> int:
@@ -63,7 +64,7 @@ class DisplayPresenter:
     @property
     def due(self) -> bool:
         """Whether the target differs from what the screen shows (draw and swap now)."""
-        return not self.shown.same(self.target)
+        return self.forced or not self.shown.same(self.target)
 
     def feedback(self, fb: Feedback, t_update_ns: int) -> bool:
         """Take one frame's feedback (arrived at ``t_update_ns``); True if the screen must change."""
@@ -75,6 +76,9 @@ class DisplayPresenter:
             self.changes += 1
             if self.due:  # the previous change was never shown
                 self.skipped += 1
+                # back to what the screen still shows: present it anyway (the patch code moves on), so that
+                # every change the task asked for is a row or counted in one's skipped
+                self.forced = state.same(self.shown)
             self.target, self.target_frame, self.target_update_ns = state, frame, t_update_ns
         return self.due
 
@@ -84,6 +88,7 @@ class DisplayPresenter:
             return None
         what = Presented.SCREEN if self.target.screen is not self.shown.screen else Presented.ANGLE
         self.shown = self.target
+        self.forced = False
         self.count += 1
         rec = Presentation(frame=self.target_frame, what=what, screen=self.target.screen,
                            angle_deg=self.target.angle_deg, code=self.code, skipped=self.skipped, clock=clock,

@@ -92,5 +92,7 @@ class DisplayNode(Node):
         self.app.processEvents()
 
     def on_stop(self) -> None:
+        if self.presenter.due:  # a last change that arrived with the stop: shown and recorded, not lost
+            self._present(time.monotonic())
         self.window.close_window()
         self.app.processEvents()

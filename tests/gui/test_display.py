@@ -100,3 +100,16 @@ def test_console_shows_counts_and_the_readout_above_baseline_minimum() -> None:
     c.refresh()
     assert "microscope frames dropped 7   rejected 2   unreadable input 1   reconnects 1" in c.status.text()
     c.close()
+
+
+def test_a_change_back_to_the_shown_screen_after_an_unshown_one_is_still_presented() -> None:
+    from bcirig.gui.presenter import DisplayPresenter
+    from bcirig.messages import Feedback, PresentClock
+
+    p = DisplayPresenter()  # shows grey
+    p.feedback(Feedback(frame=1, screen=Screen.BLACK), 1)  # never shown ...
+    assert p.feedback(Feedback(frame=2, screen=Screen.GREY), 2)  # ... replaced by grey, which is on the screen
+    rec = p.presented(3, PresentClock.SWAP)
+    assert rec is not None and (rec.frame, rec.screen, rec.skipped, rec.code) == (2, Screen.GREY, 1, 1)
+    assert p.changes == 2 == p.count + rec.skipped  # every change asked for: a row, or counted in one
+    assert not p.due and p.presented(4, PresentClock.SWAP) is None
