@@ -37,7 +37,7 @@ from PyQt6.QtWidgets import (
 
 from bcirig.gui.console_state import HISTORY_FRAMES, ConsoleState
 from bcirig.gui.grating import screen_image
-from bcirig.messages import Ack, Event, Feedback, Heartbeat, OperatorCommand, Readout, Screen
+from bcirig.messages import Ack, Event, Feedback, Heartbeat, OperatorCommand, Outcome, Readout, Screen
 from bcirig.processing.rois import RoiSet
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
@@ -48,7 +48,7 @@ GROUP_COLOURS: dict[str, tuple[int, int, int]] = {
     "CN": (255, 0, 255), "none": (200, 200, 200),
 }
 EXTRA_COLOURS = [(150, 255, 80), (255, 120, 200), (180, 140, 255), (255, 255, 90)]
-OUTCOME_COLOURS = {"hit": (60, 220, 60), "abort": (255, 70, 70), "timeout": (150, 150, 150)}
+OUTCOME_COLOURS = {Outcome.HIT: (60, 220, 60), Outcome.ABORT: (255, 70, 70), Outcome.TIMEOUT: (150, 150, 150)}
 READOUT_PEN = (255, 255, 255)
 MAX_TRACES = 40  # dF/F traces drawn (the BCI ROIs are typically 8-10 of the hundreds imaged)
 THRESHOLD_PEN = (255, 165, 0)
@@ -334,12 +334,13 @@ class Console(QWidget):
     def refresh(self) -> None:
         """Redraw every view from the state (call at most at the screen rate)."""
         d = self.data
-        rate = f"{d.hits / d.trials:.0%}" if d.trials else "n/a"
+        c = d.counts
+        rate = f"{c.hit_rate:.0%}" if c.trials else "n/a"
         s = d.source
         frames = (f"\nmicroscope frames dropped {s.get('dropped_frames', 0)}   rejected {s.get('malformed_frames', 0)}"
                   f"   unreadable input {s.get('source_malformed', 0)}   reconnects {s.get('source_reconnects', 0)}")
-        self.status.setText(f"phase {d.phase}   trial {d.trial}   done {d.trials}   hits {d.hits}"
-                            f"   aborts {d.count('abort')}   timeouts {d.count('timeout')}   hit rate {rate}" + frames)
+        self.status.setText(f"phase {d.phase}   trial {d.trial}   done {c.trials}   hits {c.hits}"
+                            f"   aborts {c.aborts}   timeouts {c.timeouts}   hit rate {rate}" + frames)
         self._draw_feedback()
         self._draw_image()
         self._draw_trials()

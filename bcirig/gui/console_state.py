@@ -22,7 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from bcirig.messages import Ack, Event, EventKind, Feedback, Heartbeat, NodeState, Readout
+from bcirig.messages import (
+    Ack,
+    Event,
+    EventKind,
+    Feedback,
+    Heartbeat,
+    NodeState,
+    Outcome,
+    OutcomeCounts,
+    Readout,
+    TrialEnd,
+)
 
 HISTORY_FRAMES = 900  # 30 s at 30 Hz
 LATENCY_WINDOW_S = 60.0
@@ -85,7 +96,8 @@ class ConsoleState:
         self.corr: collections.deque[float] = collections.deque(maxlen=history)
         self.threshold = float("nan")
         self.baseline_min = 0.0
-        self.outcomes: list[tuple[int, str]] = []  # (trial, outcome) in order
+        self.outcomes: list[tuple[int, Outcome]] = []  # (trial, outcome) in order
+        self.counts = OutcomeCounts()
         self.phase, self.trial, self.state = "waiting", 0, "none"
         self.screen, self.angle_deg, self.sound = "grey", float("nan"), "none"
         self.last_reward_frame = -1
@@ -101,20 +113,16 @@ class ConsoleState:
     @property
     def trials(self) -> int:
         """Trials ended so far."""
-        return len(self.outcomes)
+        return self.counts.trials
 
     @property
     def hits(self) -> int:
         """Hits so far."""
-        return sum(o == "hit" for _, o in self.outcomes)
-
-    def count(self, outcome: str) -> int:
-        """Trials that ended with ``outcome``."""
-        return sum(o == outcome for _, o in self.outcomes)
+        return self.counts.hits
 
     def running_hit_rate(self, window: int = 10) -> np.ndarray:
         """Per trial, the fraction of hits among the last ``window`` trials up to it."""
-        hits = np.array([o == "hit" for _, o in self.outcomes], np.float64)
+        hits = np.array([o is Outcome.HIT for _, o in self.outcomes], np.float64)
         if not hits.size:
             return hits
         c = np.concatenate([[0.0], np.cumsum(hits)])
@@ -155,7 +163,9 @@ class ConsoleState:
     def on_event(self, msg: Event) -> None:
         """Trial outcomes, calibration, the task's answers to operator commands."""
         if msg.name is EventKind.TRIAL_END:
-            self.outcomes.append((msg.trial, str(msg.data.get("outcome", ""))))
+            outcome = TrialEnd.from_data(msg.data).outcome
+            self.outcomes.append((msg.trial, outcome))
+            self.counts = self.counts.add(outcome)
         elif msg.name is EventKind.CALIBRATION:
             self.baseline_min = float(msg.data.get("baseline_min", 0.0))
             self.threshold = float(msg.data.get("threshold", float("nan")))

@@ -8,7 +8,19 @@ from PyQt6.QtGui import QImage
 
 from bcirig.gui.console import GROUP_COLOURS, THRESHOLD_PEN, Console
 from bcirig.gui.display import application
-from bcirig.messages import Event, EventKind, Feedback, Heartbeat, NodeState, Phase, Readout, Screen, TrialState
+from bcirig.messages import (
+    Event,
+    EventKind,
+    Feedback,
+    Heartbeat,
+    NodeState,
+    Outcome,
+    Phase,
+    Readout,
+    Screen,
+    TrialEnd,
+    TrialState,
+)
 from bcirig.processing.rois import Roi, RoiSet
 
 H = W = 96
@@ -51,8 +63,10 @@ def fed_console() -> Console:
                                screen=Screen.GRATING, angle_deg=45.0, threshold=0.3,
                                t_ns={"source": t, "published": t + 2_000_000, "task_in": t + 2_500_000,
                                      "task_out": t + 2_600_000}))
-    c.on_event(Event(frame=50, trial=1, name=EventKind.TRIAL_END, data={"outcome": "hit"}))
-    c.on_event(Event(frame=90, trial=2, name=EventKind.TRIAL_END, data={"outcome": "abort"}))
+    c.on_event(Event(frame=50, trial=1, name=EventKind.TRIAL_END,
+                     data=TrialEnd(Outcome.HIT, start_frame=0, frames=51).to_data()))
+    c.on_event(Event(frame=90, trial=2, name=EventKind.TRIAL_END,
+                     data=TrialEnd(Outcome.ABORT, start_frame=51, frames=40).to_data()))
     c.on_heartbeat(Heartbeat(node="pipeline", state=NodeState.RUNNING, src="pipeline",
                              counters={"sent": 240, "gaps": 0, "dropped_frames": 3}))
     c.resize(1500, 950)

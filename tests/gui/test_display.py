@@ -79,15 +79,17 @@ def test_presenter_counts_changes_codes_and_what_was_replaced_before_a_swap() ->
 def test_console_shows_counts_and_the_readout_above_baseline_minimum() -> None:
     from bcirig.gui.console import Console
     from bcirig.gui.display import application
-    from bcirig.messages import Event, EventKind, Readout
+    from bcirig.messages import Event, EventKind, Outcome, Readout, TrialEnd
 
     app = application()
     c = Console(title="t", frame_rate_hz=10.0)
     c.on_event(Event(frame=9, name=EventKind.CALIBRATION, data={"baseline_min": 0.25, "threshold": 0.5}))
     for i in range(20):
         c.on_readout(Readout(frame=i, readout=0.25 + 0.05 * i, dff=np.array([0.1 * i, -0.1 * i], np.float32)))
-    c.on_event(Event(frame=15, name=EventKind.TRIAL_END, data={"outcome": "hit"}))
-    c.on_event(Event(frame=19, name=EventKind.TRIAL_END, data={"outcome": "timeout"}))
+    c.on_event(Event(frame=15, name=EventKind.TRIAL_END,
+                     data=TrialEnd(Outcome.HIT, start_frame=0, frames=16).to_data()))
+    c.on_event(Event(frame=19, name=EventKind.TRIAL_END,
+                     data=TrialEnd(Outcome.TIMEOUT, start_frame=16, frames=4).to_data()))
     c.refresh()
     app.processEvents()
     x, y = c.readout_curve.getData()
