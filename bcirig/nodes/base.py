@@ -188,8 +188,11 @@ class Node:
                     self.state = NodeState.RUNNING
                 elif isinstance(msg, Control) and msg.action is ControlAction.STOP:
                     self.stopping = True
-                elif not isinstance(msg, Heartbeat | Control):
-                    self.early.append(msg)  # also what follows START in the same batch
+                elif not isinstance(msg, Heartbeat | Control) or (
+                        isinstance(msg, Control) and msg.action is ControlAction.OPERATOR):
+                    # also what follows START in the same batch: data, and an operator's command (a console
+                    # may send one the moment the session starts; dropped here, the task would never apply it)
+                    self.early.append(msg)
 
     def _handle(self, msg: Message) -> None:
         if msg.src == "supervisor":

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bcirig.config import load_protocol, load_rig
-from bcirig.messages import Control, ControlAction, Heartbeat, Message, NodeState
+from bcirig.messages import Control, Heartbeat, Message, NodeState
 from bcirig.nodes.base import Node, NodeSpec
 from bcirig.recording import SessionWriter
 from bcirig.setup import Setup
@@ -56,14 +56,11 @@ class RecorderNode(Node):
         now = time.monotonic()  # every upstream node beat during start-up (the runtime's handshake saw it)
         self.heard_at = {name: now for name in self.spec.upstream}
 
-    def _handle(self, msg: Message) -> None:
-        # The supervisor's operator broadcasts are control messages, which the runtime does not pass on:
-        # each is an experimenter's request, recorded with its times (the operator table).
-        if isinstance(msg, Control) and msg.action is ControlAction.OPERATOR:
-            self.writer.write_operator(msg.frame, msg.command_id, msg.command.value, msg.value, msg.reason,
-                                       {**msg.t_ns, "recorded": time.monotonic_ns()})
-            self.counters["operator_requests"] = self.counters.get("operator_requests", 0) + 1
-        super()._handle(msg)
+    def on_operator(self, msg: Control) -> None:
+        # each of the supervisor's operator broadcasts is an experimenter's request, recorded with its times
+        self.writer.write_operator(msg.frame, msg.command_id, msg.command.value, msg.value, msg.reason,
+                                   {**msg.t_ns, "recorded": time.monotonic_ns()})
+        self.counters["operator_requests"] = self.counters.get("operator_requests", 0) + 1
 
     def on_message(self, msg: Message) -> None:
         if isinstance(msg, Heartbeat):
@@ -72,7 +69,7 @@ class RecorderNode(Node):
                 self.final[msg.src] = dict(msg.counters)
             return
         if isinstance(msg, Control):
-            return  # recorded in _handle
+            return  # the runtime passes none on; operator requests arrive in on_operator
         self.writer.write(msg)
 
     def on_tick(self, now: float) -> None:
