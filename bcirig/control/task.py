@@ -144,7 +144,7 @@ class StateHandlers:
     exit: Callable[[_Frame], None] = lambda f: None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _PhaseStats:
     index: int
     spec: PhaseSpec
@@ -164,6 +164,10 @@ class Task:
         self.draws = np.random.default_rng([protocol.protocol.seed, 7])  # catch, opto, stimuli, uncoupled rewards
         self.plan = protocol.phase_plan(self.day)
         self.hit_rules = HitRules.of(protocol)
+        # the enabled outcomes in the order they are checked: on the frame's readout, then at the trial's length
+        enabled = [(name, o) for name, o in protocol.outcomes.by_name().items() if o.enabled]
+        self.instant_outcomes = [(n, o) for n, o in enabled if o.when is not OutcomeWhen.LENGTH]
+        self.length_outcomes = [(n, o) for n, o in enabled if o.when is OutcomeWhen.LENGTH]
         self.phase = Phase.WAITING
         self.phase_index = -1
         self.phase_frames = 0  # frames run in the current phase
@@ -237,7 +241,7 @@ class Task:
             fb = self._feedback(f, screen=Screen.GREY)
         else:
             if self.stats:
-                self.stats[-1] = _bump(self.stats[-1], frames=1)
+                self.stats[-1].frames += 1
             fb = self._frame(f)
         return TaskStep(feedback=fb, commands=f.commands, events=f.events)
 
@@ -512,14 +516,12 @@ class Task:
             speed = self._advance_lickport(f.norm, threshold)
         if math.isfinite(f.norm):
             self.angle = grating_angle(f.norm, threshold, self.p.feedback)
-        instant = [(name, o) for name, o in self.p.outcomes.by_name().items()
-                   if o.enabled and o.when is not OutcomeWhen.LENGTH]
-        for name, o in instant:
+        for name, o in self.instant_outcomes:
             if self._condition(o.when, f):
                 return self._outcome(f, name, o, speed)
         fb = self._render(f, speed=speed)
-        for name, o in self.p.outcomes.by_name().items():
-            if o.enabled and o.when is OutcomeWhen.LENGTH and self._condition(o.when, f):
+        for name, o in self.length_outcomes:
+            if self._condition(o.when, f):
                 self._end_trial(f, name, o)
                 if o.hold_frames > 0:
                     self._go(f, HOLDS[name], state_frame=0)  # hold frame 1 is the next frame
@@ -603,7 +605,7 @@ class Task:
         f.reward = f.reward or not instead
         f.opto = f.opto or opto
         if self.stats:
-            self.stats[-1] = _bump(self.stats[-1], rewards=1)
+            self.stats[-1].rewards += 1
 
     def _command(self, frame: int, action: Action, *, reward_ul: float = 0.0, opto_ms: float = 0.0,
                  open_ms: float = 0.0) -> Command:
@@ -720,7 +722,3 @@ class Task:
             out["catch"] = OutcomeCounts.of(t.outcome for t in catch).as_dict()
         return out
 
-
-def _bump(st: _PhaseStats, *, frames: int = 0, rewards: int = 0) -> _PhaseStats:
-    return _PhaseStats(index=st.index, spec=st.spec, start_frame=st.start_frame, frames=st.frames + frames,
-                       rewards=st.rewards + rewards)
